@@ -1,0 +1,1 @@
+//! Issuer key sets. (STUB: being written.)
