@@ -1,7 +1,16 @@
-//! Registered-claim checks: iss, aud, exp, nbf, iat, sub, lifetime. (STUB: being written.)
+//! Registered-claim checks: iss, aud, exp, nbf, iat, sub, jti, lifetime.
+//!
+//! Every claim is read by its JSON type, never coerced: a string `exp` or a numeric `aud` is a
+//! [`TokenError::ClaimType`], not an absent claim (CVE-2026-25537, CVE-2020-26160). Times are
+//! NumericDates: non-negative JSON numbers, fractions allowed; `exp` is floored and `nbf`/`iat`
+//! are ceiled so rounding never widens the validity window. All arithmetic saturates.
+
 use serde_json::{Map, Value};
 
 use crate::error::TokenError;
+
+#[cfg(test)]
+mod tests;
 
 /// What the claims of one issuer's tokens must satisfy.
 #[derive(Debug, Clone)]
@@ -25,12 +34,91 @@ pub(crate) struct CheckedClaims {
 
 /// Reads `iss` as a single string, for issuer selection before verification.
 pub(crate) fn issuer(claims: &Map<String, Value>) -> Result<&str, TokenError> {
-    let _ = claims;
-    todo!()
+    match claims.get("iss") {
+        Some(Value::String(iss)) => Ok(iss),
+        Some(_) => Err(TokenError::ClaimType { claim: "iss" }),
+        None => Err(TokenError::MissingClaim { claim: "iss" }),
+    }
 }
 
 /// Checks every registered claim against `policy` at time `now`.
-pub(crate) fn check(claims: &Map<String, Value>, policy: &ClaimsPolicy, now: u64) -> Result<CheckedClaims, TokenError> {
-    let _ = (claims, policy, now);
-    todo!()
+pub(crate) fn check(
+    claims: &Map<String, Value>,
+    policy: &ClaimsPolicy,
+    now: u64,
+) -> Result<CheckedClaims, TokenError> {
+    // Types first, so a malformed token is reported as such whatever the clock says.
+    let exp = numeric_date(claims, "exp", f64::floor)?
+        .ok_or(TokenError::MissingClaim { claim: "exp" })?;
+    let nbf = numeric_date(claims, "nbf", f64::ceil)?;
+    let iat = numeric_date(claims, "iat", f64::ceil)?;
+    let sub = match claims.get("sub") {
+        Some(Value::String(sub)) if !sub.is_empty() => sub.clone(),
+        Some(_) => return Err(TokenError::ClaimType { claim: "sub" }),
+        None => return Err(TokenError::MissingClaim { claim: "sub" }),
+    };
+    let jti = match claims.get("jti") {
+        None => None,
+        Some(Value::String(jti)) => Some(jti.clone()),
+        Some(_) => return Err(TokenError::ClaimType { claim: "jti" }),
+    };
+    let audiences = audiences(claims)?;
+
+    let latest = now.saturating_add(policy.leeway);
+    if now > exp.saturating_add(policy.leeway) {
+        return Err(TokenError::Expired { now, exp });
+    }
+    if let Some(nbf) = nbf.filter(|&nbf| latest < nbf) {
+        return Err(TokenError::NotYetValid { now, nbf });
+    }
+    if let Some(iat) = iat.filter(|&iat| iat > latest) {
+        return Err(TokenError::IssuedInFuture { now, iat });
+    }
+    let lifetime = exp.saturating_sub(iat.unwrap_or(now));
+    if lifetime > policy.max_lifetime {
+        return Err(TokenError::LifetimeTooLong {
+            lifetime,
+            max: policy.max_lifetime,
+        });
+    }
+    let matches = |aud: &str| policy.audiences.iter().any(|want| want == aud);
+    if !audiences.iter().filter_map(Value::as_str).any(matches) {
+        return Err(TokenError::AudienceMismatch);
+    }
+    Ok(CheckedClaims { sub, exp, iat, jti })
+}
+
+/// Reads the optional NumericDate `claim`: a finite, non-negative JSON number, rounded with
+/// `round` and saturated to `u64`.
+fn numeric_date(
+    claims: &Map<String, Value>,
+    claim: &'static str,
+    round: fn(f64) -> f64,
+) -> Result<Option<u64>, TokenError> {
+    let Some(value) = claims.get(claim) else {
+        return Ok(None);
+    };
+    let Value::Number(n) = value else {
+        return Err(TokenError::ClaimType { claim });
+    };
+    if let Some(secs) = n.as_u64() {
+        return Ok(Some(secs));
+    }
+    match n.as_f64() {
+        // `as` saturates: anything at or past 2^64 becomes u64::MAX.
+        Some(secs) if secs.is_finite() && secs >= 0.0 => Ok(Some(round(secs) as u64)),
+        _ => Err(TokenError::ClaimType { claim }),
+    }
+}
+
+/// Reads `aud`, a string or a non-empty array of strings, as a slice of string values.
+fn audiences(claims: &Map<String, Value>) -> Result<&[Value], TokenError> {
+    match claims.get("aud") {
+        None => Err(TokenError::MissingClaim { claim: "aud" }),
+        Some(one @ Value::String(_)) => Ok(std::slice::from_ref(one)),
+        Some(Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_string) => {
+            Ok(items)
+        }
+        Some(_) => Err(TokenError::ClaimType { claim: "aud" }),
+    }
 }

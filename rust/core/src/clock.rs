@@ -12,6 +12,7 @@ pub trait Clock: Send + Sync + Debug {
 
 /// The system wall clock.
 #[derive(Debug, Default, Clone, Copy)]
+#[non_exhaustive]
 pub struct SystemClock;
 
 impl Clock for SystemClock {

@@ -134,12 +134,16 @@ pub struct ConfigError {
 impl ConfigError {
     /// A config error at `at`.
     pub fn new(at: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { at: at.into(), message: message.into() }
+        Self {
+            at: at.into(),
+            message: message.into(),
+        }
     }
 }
 
 /// What the client is told, and the stable code logs and metrics use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Denial {
     /// HTTP status: 400, 401, 403 or 503.
     pub status: u16,
@@ -270,29 +274,34 @@ impl fmt::Display for Error {
 
 impl fmt::Display for TokenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use TokenError as T;
         match self {
-            T::TooLong { len, max } => write!(f, "token is {len} bytes, over the {max} byte limit"),
-            T::WrongSegmentCount { found } => {
+            Self::TooLong { len, max } => {
+                write!(f, "token is {len} bytes, over the {max} byte limit")
+            }
+            Self::WrongSegmentCount { found } => {
                 write!(f, "token has {found} segments; a signed JWT has exactly 3")
             }
-            T::BadBase64 { segment } => write!(f, "{segment} is not canonical base64url"),
-            T::BadJson { segment, detail } => write!(f, "{segment} is not valid JSON: {detail}"),
-            T::DisallowedAlgorithm { alg } => write!(f, "algorithm {alg:?} is not allowed"),
-            T::ForbiddenHeader { name } => write!(f, "header parameter {name:?} is not accepted"),
-            T::UnknownIssuer => f.write_str("issuer is not trusted"),
-            T::UnknownKey { kid: Some(k) } => write!(f, "no key with kid {k:?} for this issuer"),
-            T::UnknownKey { kid: None } => f.write_str("no key matches this token"),
-            T::BadSignature => f.write_str("signature does not verify"),
-            T::MissingClaim { claim } => write!(f, "claim {claim:?} is required"),
-            T::ClaimType { claim } => write!(f, "claim {claim:?} has the wrong type"),
-            T::Expired { now, exp } => write!(f, "token expired at {exp} (now {now})"),
-            T::NotYetValid { now, nbf } => write!(f, "token not valid before {nbf} (now {now})"),
-            T::IssuedInFuture { now, iat } => write!(f, "token issued in the future at {iat} (now {now})"),
-            T::LifetimeTooLong { lifetime, max } => {
+            Self::BadBase64 { segment } => write!(f, "{segment} is not canonical base64url"),
+            Self::BadJson { segment, detail } => write!(f, "{segment} is not valid JSON: {detail}"),
+            Self::DisallowedAlgorithm { alg } => write!(f, "algorithm {alg:?} is not allowed"),
+            Self::ForbiddenHeader { name } => {
+                write!(f, "header parameter {name:?} is not accepted")
+            }
+            Self::UnknownIssuer => f.write_str("issuer is not trusted"),
+            Self::UnknownKey { kid: Some(k) } => write!(f, "no key with kid {k:?} for this issuer"),
+            Self::UnknownKey { kid: None } => f.write_str("no key matches this token"),
+            Self::BadSignature => f.write_str("signature does not verify"),
+            Self::MissingClaim { claim } => write!(f, "claim {claim:?} is required"),
+            Self::ClaimType { claim } => write!(f, "claim {claim:?} has the wrong type"),
+            Self::Expired { now, exp } => write!(f, "token expired at {exp} (now {now})"),
+            Self::NotYetValid { now, nbf } => write!(f, "token not valid before {nbf} (now {now})"),
+            Self::IssuedInFuture { now, iat } => {
+                write!(f, "token issued in the future at {iat} (now {now})")
+            }
+            Self::LifetimeTooLong { lifetime, max } => {
                 write!(f, "token lifetime {lifetime}s exceeds the {max}s maximum")
             }
-            T::AudienceMismatch => f.write_str("audience does not match"),
+            Self::AudienceMismatch => f.write_str("audience does not match"),
         }
     }
 }

@@ -1,8 +1,23 @@
-//! Strict JWS compact serialization parsing. (STUB: being written.)
+//! Strict JWS compact serialization parsing.
+//!
+//! Only the compact form with exactly three canonical base64url segments is accepted: no JWE
+//! (five segments), no JSON serialization, no unencoded payloads. The header is checked before
+//! the payload is decoded, and nothing here trusts a header parameter that could point at a key
+//! (`jwk`, `jku`, `x5u`, `x5c`) or change how the token is read (`crit`, `b64`, `enc`, `zip`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
 use crate::alg::Alg;
-use crate::error::TokenError;
+use crate::error::{TokenError, truncate_for_log};
+use crate::json::parse_object;
+
+#[cfg(test)]
+mod tests;
 
 /// The protected header fields we use. Anything we never trust was refused while parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +29,7 @@ pub struct Header {
 }
 
 /// A parsed but NOT verified token: header, claims, the signing input and the signature bytes.
+#[non_exhaustive]
 pub struct CompactJws<'a> {
     /// Protected header.
     pub header: Header,
@@ -28,6 +44,107 @@ pub struct CompactJws<'a> {
 /// Parses a compact JWS, strictly: length cap, exactly three canonical unpadded base64url
 /// segments, JSON objects without duplicate keys, a known `alg`, no untrusted header parameter.
 pub fn parse_compact(token: &[u8], max_len: usize) -> Result<CompactJws<'_>, TokenError> {
-    let _ = (token, max_len);
-    todo!()
+    if token.len() > max_len {
+        return Err(TokenError::TooLong {
+            len: token.len(),
+            max: max_len,
+        });
+    }
+    // The JSON serialization is one document, whatever dots its strings contain.
+    if token.first() == Some(&b'{') {
+        return Err(TokenError::WrongSegmentCount { found: 1 });
+    }
+    let [header, payload, signature] = split3(token)?;
+    // In bounds: header, a dot and payload are a prefix of `token`.
+    let signing_input = &token[..header.len() + 1 + payload.len()];
+    let header = parse_header(&decode(header, "header")?)?;
+    let payload = decode(payload, "payload")?;
+    let signature = decode(signature, "signature")?;
+    let claims = parse_object(&payload, "payload")?;
+    Ok(CompactJws {
+        header,
+        claims,
+        signing_input,
+        signature,
+    })
+}
+
+/// Header parameters whose mere presence refuses the token. `crit` names extensions we do not
+/// implement; `b64` (RFC 7797) changes what is signed; `jwk`/`jku`/`x5u`/`x5c` offer a key
+/// chosen by the sender; `enc`/`zip` belong to JWE.
+const FORBIDDEN_HEADERS: [&str; 8] = ["crit", "b64", "jwk", "jku", "x5u", "x5c", "enc", "zip"];
+
+/// Accepted `typ` values, compared case-insensitively (RFC 7515 §4.1.9, RFC 9068).
+const ACCEPTED_TYPES: [&str; 4] = ["JWT", "at+jwt", "application/at+jwt", "application/jwt"];
+
+/// Splits `token` at its two dots, or reports how many segments it has.
+fn split3(token: &[u8]) -> Result<[&[u8]; 3], TokenError> {
+    let mut parts = token.splitn(4, |&b| b == b'.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(h), Some(p), Some(s), None) => Ok([h, p, s]),
+        _ => Err(TokenError::WrongSegmentCount {
+            found: token.iter().filter(|&&b| b == b'.').count() + 1,
+        }),
+    }
+}
+
+/// Decodes one segment as canonical unpadded base64url; an empty segment is refused too.
+fn decode(segment: &[u8], name: &'static str) -> Result<Vec<u8>, TokenError> {
+    if segment.is_empty() {
+        return Err(TokenError::BadBase64 { segment: name });
+    }
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| TokenError::BadBase64 { segment: name })
+}
+
+/// Checks the decoded protected header and keeps what we use.
+fn parse_header(bytes: &[u8]) -> Result<Header, TokenError> {
+    let mut header = parse_object(bytes, "header")?;
+    let alg = match header.get("alg") {
+        None => return Err(TokenError::DisallowedAlgorithm { alg: String::new() }),
+        Some(Value::String(s)) => {
+            Alg::from_str(s).map_err(|()| TokenError::DisallowedAlgorithm {
+                alg: truncate_for_log(s),
+            })?
+        }
+        Some(_) => return Err(bad_header("\"alg\" is not a string")),
+    };
+    if let Some(name) = FORBIDDEN_HEADERS
+        .into_iter()
+        .find(|name| header.contains_key(*name))
+    {
+        return Err(TokenError::ForbiddenHeader { name });
+    }
+    match header.get("typ") {
+        None => {}
+        Some(Value::String(t)) if ACCEPTED_TYPES.iter().any(|a| a.eq_ignore_ascii_case(t)) => {}
+        Some(_) => return Err(TokenError::ForbiddenHeader { name: "typ" }),
+    }
+    let kid = match header.remove("kid") {
+        None => None,
+        Some(Value::String(kid)) => Some(kid),
+        Some(_) => return Err(bad_header("\"kid\" is not a string")),
+    };
+    Ok(Header { alg, kid })
+}
+
+/// A `BadJson` error for the header.
+fn bad_header(detail: &str) -> TokenError {
+    TokenError::BadJson {
+        segment: "header",
+        detail: detail.into(),
+    }
+}
+
+impl fmt::Debug for CompactJws<'_> {
+    /// Shows the header and sizes only: claims and signature stay out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompactJws")
+            .field("header", &self.header)
+            .field("claims", &self.claims.len())
+            .field("signing_input", &self.signing_input.len())
+            .field("signature", &self.signature.len())
+            .finish_non_exhaustive()
+    }
 }
