@@ -194,7 +194,9 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self { max_entries: 65_536 }
+        Self {
+            max_entries: 65_536,
+        }
     }
 }
 

@@ -45,4 +45,10 @@ pub use fetch::{FetchError, HttpFetcher, KeyFetcher};
 pub mod danger {
     pub use crate::jwk::{VerifyingKey, parse_jwks};
     pub use crate::jws::{CompactJws, parse_compact};
+
+    /// Mints an assertion without the assertion cache, for benchmarks. `None` when the engine
+    /// has no assertion configured.
+    pub fn mint_fresh_assertion(engine: &crate::Engine, subject: &str, now: u64) -> Option<usize> {
+        engine.mint_fresh(subject, now).map(|t| t.len())
+    }
 }
