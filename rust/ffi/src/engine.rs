@@ -1,0 +1,268 @@
+//! `iap_engine`: one per config instance, shared by every goroutine.
+
+use base64::Engine as _;
+use caddy_iap_core::{Alg, Config, Engine, Request, generate_signing_key};
+
+use crate::decision::DecisionBox;
+use crate::error::iap_result;
+use crate::ffi::{
+    arc_clone, arc_free, arc_into_ptr, arc_ref, box_into_ptr, bytes, bytes_mut, write_out,
+};
+use crate::slice::iap_str;
+
+/// An engine built from one configuration. Opaque; shared (reference-counted) by all callers.
+pub struct iap_engine {
+    _private: [u8; 0],
+}
+
+/// What the engine wrapper owns besides the core engine: things decisions borrow.
+pub(crate) struct EngineBox {
+    pub(crate) engine: Engine,
+    /// Views of `engine.strip_headers()`, lent out inside every decision view.
+    pub(crate) strip_headers: Vec<iap_str<'static>>,
+}
+
+impl EngineBox {
+    fn new(engine: Engine) -> Self {
+        let strip_headers = engine
+            .strip_headers()
+            .iter()
+            .map(|h| iap_str::detached(h))
+            .collect();
+        Self {
+            engine,
+            strip_headers,
+        }
+    }
+}
+
+// SAFETY: the raw pointers in `strip_headers` point into strings owned by `engine`, which is
+// immutable after construction and dropped together with them; sharing them between threads
+// is as sound as sharing `&str`s into `engine`.
+unsafe impl Send for EngineBox {}
+// SAFETY: as above.
+unsafe impl Sync for EngineBox {}
+
+/// One request's facts, borrowed for the duration of [`iap_engine_decide`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct iap_request<'a> {
+    /// HTTP method.
+    pub method: iap_str<'a>,
+    /// Host.
+    pub host: iap_str<'a>,
+    /// Escaped request path.
+    pub path: iap_str<'a>,
+    /// The presented token; `len == 0` when none was presented.
+    pub token: iap_str<'a>,
+}
+
+/// Counters read at metrics scrape time.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct iap_engine_stats {
+    /// Verified-token cache hits.
+    pub cache_hits: u64,
+    /// Verified-token cache misses.
+    pub cache_misses: u64,
+    /// Successful key-set fetches.
+    pub key_fetch_ok: u64,
+    /// Failed key-set fetches.
+    pub key_fetch_error: u64,
+    /// Unknown-kid refreshes refused by the cooldown.
+    pub key_fetch_skipped: u64,
+    /// Entries in the verified-token cache.
+    pub cached_tokens: u64,
+}
+
+/// Builds an engine from a JSON configuration (`config_json`, `config_len` bytes, UTF-8).
+///
+/// On success writes the engine to `*engine_out`. The caller owns it and must release it with
+/// [`iap_engine_free`] once no call using it is in flight. Starts the first key fetches on
+/// background threads; does no network I/O on the calling thread.
+///
+/// On `IAP_RESULT_INVALID_CONFIG`, writes a message (UTF-8, not NUL-terminated, truncated to
+/// `err_buf_len`) into `err_buf` and its length into `*err_written`, when those are non-NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn iap_engine_new(
+    config_json: *const u8,
+    config_len: usize,
+    err_buf: *mut u8,
+    err_buf_len: usize,
+    err_written: *mut usize,
+    engine_out: *mut *const iap_engine,
+) -> iap_result {
+    ffi_panic_boundary! {
+        // SAFETY: the caller lends `config_len` readable bytes for this call.
+        let Some(json) = (unsafe { bytes(config_json, config_len) }) else {
+            return iap_result::NullParameter;
+        };
+        if engine_out.is_null() {
+            return iap_result::NullParameter;
+        }
+        let built = serde_json::from_slice::<Config>(json)
+            .map_err(|e| format!("config: {e}"))
+            .and_then(|config| Engine::new(&config).map_err(|e| e.to_string()));
+        match built {
+            Ok(engine) => {
+                let ptr = arc_into_ptr::<EngineBox, iap_engine>(EngineBox::new(engine));
+                // SAFETY: checked non-NULL above; the caller lends a writable pointer slot.
+                unsafe { write_out(engine_out, ptr) };
+                iap_result::Ok
+            }
+            Err(message) => {
+                // SAFETY: the caller lends `err_buf_len` writable bytes, or NULL.
+                if let Some(buf) = unsafe { bytes_mut(err_buf, err_buf_len) } {
+                    let n = truncate_utf8(&message, buf.len());
+                    buf[..n].copy_from_slice(&message.as_bytes()[..n]);
+                    // SAFETY: `err_written` is NULL or a writable usize.
+                    unsafe { write_out(err_written, n) };
+                }
+                iap_result::InvalidConfig
+            }
+        }
+    }
+}
+
+/// Releases the caller's reference to `engine`. NULL is fine. Must not be called twice for the
+/// same reference, nor while a call using it is in flight. Decisions still alive keep the
+/// engine's memory alive until they are freed.
+#[unsafe(no_mangle)]
+pub extern "C" fn iap_engine_free(engine: *const iap_engine) {
+    ffi_panic_boundary! {
+        // SAFETY: per this function's contract, `engine` is NULL or a live reference.
+        unsafe { arc_free::<EngineBox, iap_engine>(engine) }
+    }
+}
+
+/// Decides one request. On `IAP_RESULT_OK` writes a decision (allow or deny) to
+/// `*decision_out`; the caller owns it and must free it with `iap_decision_free`. The request's
+/// bytes are only borrowed for this call.
+#[unsafe(no_mangle)]
+pub extern "C" fn iap_engine_decide(
+    engine: *const iap_engine,
+    request: *const iap_request<'_>,
+    decision_out: *mut *mut crate::decision::iap_decision,
+) -> iap_result {
+    ffi_panic_boundary! {
+        // SAFETY: `engine` is NULL or a live engine for the duration of this call.
+        let Some(engine) = (unsafe { arc_clone::<EngineBox, iap_engine>(engine) }) else {
+            return iap_result::NullParameter;
+        };
+        // SAFETY: `request` is NULL or points at a valid `iap_request` for this call.
+        let Some(req) = (unsafe { request.as_ref() }) else {
+            return iap_result::NullParameter;
+        };
+        if decision_out.is_null() {
+            return iap_result::NullParameter;
+        }
+        let text = |s: iap_str<'_>| -> Option<&str> {
+            // SAFETY: the caller lends each view's bytes for this call.
+            unsafe { bytes(s.data, s.len) }.and_then(|b| std::str::from_utf8(b).ok())
+        };
+        let (Some(method), Some(host), Some(path)) = (text(req.method), text(req.host), text(req.path)) else {
+            return iap_result::InvalidParameter;
+        };
+        // SAFETY: the caller lends the token's bytes for this call.
+        let Some(token) = (unsafe { bytes(req.token.data, req.token.len) }) else {
+            return iap_result::NullParameter;
+        };
+        let token = (!token.is_empty()).then_some(token);
+        let decision = engine.engine.decide(&Request::new(method, host, path, token));
+        let boxed = box_into_ptr(DecisionBox::new(decision, engine));
+        // SAFETY: checked non-NULL above.
+        unsafe { write_out(decision_out, boxed) };
+        iap_result::Ok
+    }
+}
+
+/// Writes the assertion public keys (a JWKS JSON document) to `*out`, borrowed from the engine
+/// and valid until the engine is freed; an empty view when assertions are off.
+#[unsafe(no_mangle)]
+pub extern "C" fn iap_engine_public_jwks(
+    engine: *const iap_engine,
+    out: *mut iap_str<'_>,
+) -> iap_result {
+    ffi_panic_boundary! {
+        // SAFETY: `engine` is NULL or a live engine; the view is documented to live as long.
+        let Some(engine) = (unsafe { arc_ref::<EngineBox, iap_engine>(engine) }) else {
+            return iap_result::NullParameter;
+        };
+        let view = iap_str::from_opt(engine.engine.public_jwks());
+        // SAFETY: `out` is NULL or a writable `iap_str`.
+        if unsafe { write_out(out, view) } { iap_result::Ok } else { iap_result::NullParameter }
+    }
+}
+
+/// Writes the engine's counters to `*out`. Does nothing when either pointer is NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn iap_engine_stats_get(engine: *const iap_engine, out: *mut iap_engine_stats) {
+    ffi_panic_boundary! {
+        // SAFETY: `engine` is NULL or a live engine for this call.
+        let Some(engine) = (unsafe { arc_ref::<EngineBox, iap_engine>(engine) }) else {
+            return;
+        };
+        let s = engine.engine.stats();
+        let stats = iap_engine_stats {
+            cache_hits: s.cache_hits,
+            cache_misses: s.cache_misses,
+            key_fetch_ok: s.key_fetch_ok,
+            key_fetch_error: s.key_fetch_error,
+            key_fetch_skipped: s.key_fetch_skipped,
+            cached_tokens: engine.engine.cached_tokens() as u64,
+        };
+        // SAFETY: `out` is NULL or a writable `iap_engine_stats`.
+        unsafe { write_out(out, stats) };
+    }
+}
+
+/// Generates a new assertion signing key for `alg` (`"ES256"` or `"EdDSA"`) and writes it as
+/// base64 PKCS#8 into `buf` (256 bytes suffice), its length into `*written`. The caller owns
+/// `buf`; this is secret material: store it, never log it.
+#[unsafe(no_mangle)]
+pub extern "C" fn iap_generate_signing_key(
+    alg: *const u8,
+    alg_len: usize,
+    buf: *mut u8,
+    buf_len: usize,
+    written: *mut usize,
+) -> iap_result {
+    ffi_panic_boundary! {
+        // SAFETY: the caller lends `alg_len` readable bytes.
+        let Some(alg) = (unsafe { bytes(alg, alg_len) }) else {
+            return iap_result::NullParameter;
+        };
+        let Some(alg) = std::str::from_utf8(alg).ok().and_then(|a| a.parse::<Alg>().ok()) else {
+            return iap_result::InvalidParameter;
+        };
+        let Ok(der) = generate_signing_key(alg) else {
+            return iap_result::InvalidParameter;
+        };
+        let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+        // SAFETY: the caller lends `buf_len` writable bytes.
+        let Some(out) = (unsafe { bytes_mut(buf, buf_len) }) else {
+            return iap_result::NullParameter;
+        };
+        if out.len() < encoded.len() {
+            return iap_result::BufferTooSmall;
+        }
+        out[..encoded.len()].copy_from_slice(encoded.as_bytes());
+        // SAFETY: `written` is NULL or a writable usize.
+        if unsafe { write_out(written, encoded.len()) } { iap_result::Ok } else { iap_result::NullParameter }
+    }
+}
+
+/// The longest prefix of `s` that fits in `max` bytes without splitting a character.
+fn truncate_utf8(s: &str, max: usize) -> usize {
+    let mut n = s.len().min(max);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    n
+}
+
+impl std::fmt::Debug for EngineBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBox").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,220 @@
+//! The C ABI exercised as C would call it: ownership, NULL handling, error reporting, and a
+//! request decided end to end through `iap_engine_decide`.
+
+#[path = "../../core/tests/common/mod.rs"]
+mod common;
+
+use std::mem::MaybeUninit;
+use std::ptr;
+
+use caddy_iap::*;
+use common::{KeyKind, Signer};
+use serde_json::json;
+
+const ISS: &str = "https://idp.example.com/";
+
+fn config() -> String {
+    json!({
+        "issuers": [{"issuer": ISS, "audiences": ["api"], "keys": {"pem": [KeyKind::Es256.public_pem()]}}],
+        "roles": [{"role": "reader", "when": [{"claim": "groups", "op": "contains", "value": "readers"}]}],
+        "allow": [{"role": "reader", "methods": ["GET"], "paths": ["/items/*"]}],
+    })
+    .to_string()
+}
+
+fn new_engine(json: &str) -> Result<*const iap_engine, (iap_result, String)> {
+    let mut err = vec![0u8; 512];
+    let mut written = 0usize;
+    let mut engine = ptr::null();
+    let rc = iap_engine_new(
+        json.as_ptr(),
+        json.len(),
+        err.as_mut_ptr(),
+        err.len(),
+        &mut written,
+        &mut engine,
+    );
+    if rc == iap_result::Ok {
+        assert!(!engine.is_null());
+        Ok(engine)
+    } else {
+        assert!(engine.is_null(), "out-parameter written only on success");
+        Err((rc, String::from_utf8(err[..written].to_vec()).unwrap()))
+    }
+}
+
+/// Copies a borrowed view out, as the Go side does.
+fn text(v: iap_str<'_>) -> String {
+    // SAFETY: every view read here comes from a decision that is still alive.
+    String::from_utf8(unsafe { v.as_bytes() }.to_vec()).unwrap()
+}
+
+fn decide(
+    engine: *const iap_engine,
+    method: &str,
+    path: &str,
+    token: &str,
+) -> (iap_decision_view<'static>, *mut iap_decision) {
+    let req = iap_request {
+        method: iap_str::new(method.as_bytes()),
+        host: iap_str::new(b"api.example.com"),
+        path: iap_str::new(path.as_bytes()),
+        token: iap_str::new(token.as_bytes()),
+    };
+    let mut decision = ptr::null_mut();
+    assert_eq!(
+        iap_engine_decide(engine, &req, &mut decision),
+        iap_result::Ok
+    );
+    let mut view = MaybeUninit::<iap_decision_view<'static>>::uninit();
+    iap_decision_get(decision, view.as_mut_ptr());
+    // SAFETY: iap_decision_get wrote the whole view for a non-NULL decision.
+    (unsafe { view.assume_init() }, decision)
+}
+
+#[test]
+fn allow_and_deny_through_the_abi() {
+    let engine = new_engine(&config()).unwrap();
+    let signer = Signer::new(KeyKind::Es256);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = signer.sign(
+        &signer.header("k"),
+        &json!({"iss": ISS, "sub": "alice", "aud": "api", "iat": now, "exp": now + 300, "groups": ["readers"]}),
+    );
+
+    let (view, d) = decide(engine, "GET", "/items/1", &token);
+    assert!(view.allowed);
+    assert_eq!(view.status, 200);
+    assert_eq!(text(view.subject), "alice");
+    assert_eq!(text(view.alg), "ES256");
+    // SAFETY: the arrays are valid until iap_decision_free below.
+    let roles = unsafe { std::slice::from_raw_parts(view.roles, view.roles_len) };
+    assert_eq!(
+        roles.iter().map(|r| text(*r)).collect::<Vec<_>>(),
+        ["reader"]
+    );
+    // SAFETY: as above.
+    let strip = unsafe { std::slice::from_raw_parts(view.strip_headers, view.strip_headers_len) };
+    assert_eq!(
+        strip.iter().map(|r| text(*r)).collect::<Vec<_>>(),
+        ["X-IAP-User", "X-IAP-Email", "X-IAP-Roles"]
+    );
+    iap_decision_free(d);
+
+    let (view, d) = decide(engine, "POST", "/items/1", &token);
+    assert_eq!(
+        (view.allowed, view.status, text(view.reason_name)),
+        (false, 403, "forbidden".into())
+    );
+    iap_decision_free(d);
+
+    let (view, d) = decide(engine, "GET", "/items/1", "");
+    assert_eq!(
+        (view.status, text(view.reason_name)),
+        (401, "missing_token".into())
+    );
+    assert_eq!(text(view.www_authenticate), r#"Bearer realm="caddy-iap""#);
+    // The engine may be released before a decision: the decision keeps what it borrows alive.
+    iap_engine_free(engine);
+    assert_eq!(view.strip_headers_len, 3);
+    iap_decision_free(d);
+}
+
+#[test]
+fn bad_config_reports_where_and_writes_no_engine() {
+    let (rc, msg) = new_engine(r#"{"issuers":[]}"#).unwrap_err();
+    assert_eq!(rc, iap_result::InvalidConfig);
+    assert!(msg.contains("issuers"), "{msg}");
+
+    let (rc, msg) = new_engine("{not json").unwrap_err();
+    assert_eq!(rc, iap_result::InvalidConfig);
+    assert!(msg.starts_with("config:"), "{msg}");
+
+    // A message longer than the buffer is cut at a character boundary.
+    let mut err = [0u8; 8];
+    let mut written = 0;
+    let mut engine = ptr::null();
+    let json = r#"{"issuers":[]}"#;
+    let rc = iap_engine_new(
+        json.as_ptr(),
+        json.len(),
+        err.as_mut_ptr(),
+        err.len(),
+        &mut written,
+        &mut engine,
+    );
+    assert_eq!((rc, written), (iap_result::InvalidConfig, 8));
+}
+
+#[test]
+fn null_arguments_are_refused_not_dereferenced() {
+    let mut engine = ptr::null();
+    assert_eq!(
+        iap_engine_new(
+            ptr::null(),
+            5,
+            ptr::null_mut(),
+            0,
+            ptr::null_mut(),
+            &mut engine
+        ),
+        iap_result::NullParameter
+    );
+    let mut decision = ptr::null_mut();
+    assert_eq!(
+        iap_engine_decide(ptr::null(), ptr::null(), &mut decision),
+        iap_result::NullParameter
+    );
+    assert!(decision.is_null());
+    iap_engine_free(ptr::null());
+    iap_decision_free(ptr::null_mut());
+    iap_decision_get(ptr::null(), ptr::null_mut());
+    iap_engine_stats_get(ptr::null(), ptr::null_mut());
+
+    let engine = new_engine(&config()).unwrap();
+    let bad = iap_request {
+        method: iap_str::new(b"GET"),
+        host: iap_str::new(b"h"),
+        path: iap_str::new(&[0xff, 0xfe]),
+        token: iap_str::new(b""),
+    };
+    assert_eq!(
+        iap_engine_decide(engine, &bad, &mut decision),
+        iap_result::InvalidParameter
+    );
+    assert!(decision.is_null());
+    iap_engine_free(engine);
+}
+
+#[test]
+fn signing_keys_and_version() {
+    let mut buf = [0u8; 256];
+    let mut n = 0;
+    for alg in ["ES256", "EdDSA"] {
+        assert_eq!(
+            iap_generate_signing_key(alg.as_ptr(), alg.len(), buf.as_mut_ptr(), buf.len(), &mut n),
+            iap_result::Ok
+        );
+        assert!(n > 40 && n < 256);
+    }
+    let alg = "HS256";
+    assert_eq!(
+        iap_generate_signing_key(alg.as_ptr(), alg.len(), buf.as_mut_ptr(), buf.len(), &mut n),
+        iap_result::InvalidParameter
+    );
+    let alg = "ES256";
+    assert_eq!(
+        iap_generate_signing_key(alg.as_ptr(), alg.len(), buf.as_mut_ptr(), 10, &mut n),
+        iap_result::BufferTooSmall
+    );
+
+    // SAFETY: iap_version returns a static NUL-terminated string.
+    let v = unsafe { std::ffi::CStr::from_ptr(iap_version()) };
+    assert_eq!(
+        v.to_str().unwrap(),
+        concat!("caddy-iap/", env!("CARGO_PKG_VERSION"))
+    );
+}
