@@ -1,0 +1,75 @@
+//go:build cgo
+
+package caddyiap
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/caddy-iap/caddy-iap/go-module/internal/ffi"
+)
+
+// Provision creates the handler's engine: it reads key files, loads (or, the first time,
+// generates) the assertion signing key from Caddy storage, and hands the config to the Rust
+// engine. No network I/O: issuers' keys are fetched by the engine later, so an unreachable
+// identity provider never fails a config load.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	// Caddy validates after provisioning; checking first keeps a bad config from touching
+	// storage or building an engine.
+	if err := h.Validate(); err != nil {
+		return err
+	}
+	h.setDefaults()
+
+	var signingKeys []string
+	if h.Assertion != nil {
+		alg := h.Assertion.alg()
+		k, err := loadOrCreateSigningKey(ctx, ctx.Storage(), alg, ffi.GenerateSigningKey)
+		if err != nil {
+			return fmt.Errorf("assertion signing key: %w", err)
+		}
+		signingKeys = []string{k}
+	}
+
+	cfg, err := h.engineJSON(os.ReadFile, signingKeys)
+	if err != nil {
+		return err
+	}
+	eng, err := ffi.NewEngine(cfg)
+	clear(cfg) // it held the signing key
+	if err != nil {
+		return fmt.Errorf("creating engine: %w", err)
+	}
+
+	// The headers the engine owns, for the few paths that refuse a request before asking it
+	// (an ambiguous token, a failed engine call). A request with no token is denied without
+	// network I/O.
+	probe, err := eng.Decide(&ffi.Request{Method: "GET", Host: "localhost", Path: "/"})
+	if err != nil {
+		eng.Close()
+		return fmt.Errorf("engine self-check: %w", err)
+	}
+	h.owned = probe.StripHeaders
+	h.engine = eng
+
+	m, err := newMetrics(registerer(ctx.GetMetricsRegistry()))
+	if err != nil {
+		h.logger.Warn("registering metrics", zap.Error(err))
+	}
+	h.metrics = m
+	h.metrics.track(eng)
+
+	h.logger.Debug("engine ready",
+		zap.String("engine_version", ffi.Version()),
+		zap.Int("issuers", len(h.Issuers)),
+		zap.Int("roles", len(h.Roles)),
+		zap.Int("allow", len(h.Allow)),
+		zap.Bool("assertion", h.Assertion != nil),
+		zap.String("jwks_path", h.jwksPath),
+	)
+	return nil
+}

@@ -1,0 +1,277 @@
+// Package ffi is the Caddy module's only door into the Rust engine (rust/ffi, header
+// include/caddy_iap.h). It is the only package importing "C"; nothing outside it sees a C
+// pointer. Conventions follow wasmtime-go: guarded handles with ptr()/Close(), a
+// runtime.KeepAlive after each C call, C memory copied into Go values and freed before return,
+// and Go memory handed to C only for the duration of one call.
+package ffi
+
+// All link flags live here. The Makefile builds the Rust staticlib into target/release before
+// xcaddy runs; xcaddy makes replace paths absolute, so ${SRCDIR} resolves inside the repo.
+// The library is named as "-l:libcaddy_iap.a" rather than "-lcaddy_iap" because cargo also
+// writes libcaddy_iap.so (the crate is staticlib + cdylib) next to it, and the linker would
+// prefer the shared one, leaving Caddy with a run-time dependency on it.
+// CGO_CFLAGS/CGO_LDFLAGS from the environment can add search paths (-I, -L) in front.
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/../../../include
+#cgo linux LDFLAGS: -L${SRCDIR}/../../../target/release -l:libcaddy_iap.a -lm -ldl -lpthread
+#cgo darwin LDFLAGS: ${SRCDIR}/../../../target/release/libcaddy_iap.a -lm -framework Security -framework CoreFoundation
+#include <stdint.h>
+#include <stdlib.h>
+#include "caddy_iap.h"
+*/
+import "C"
+
+import (
+	"runtime"
+	"sync"
+	"unsafe"
+)
+
+// errBufLen bounds the message iap_engine_new can write on failure.
+const errBufLen = 4096
+
+// Engine is one Rust engine, built from one config. It is safe for concurrent use.
+//
+// Close frees it once calls in flight have returned: Decide, PublicJWKS and Stats hold the
+// read lock for the duration of their C call, Close takes the write lock. A cleanup attached
+// with runtime.AddCleanup frees a leaked engine, but only as a backstop; Caddy's Cleanup
+// calls Close.
+type Engine struct {
+	mu      sync.RWMutex
+	p       *C.iap_engine // nil once closed
+	jwks    []byte        // copy of the public JWKS, read once at creation
+	cleanup runtime.Cleanup
+}
+
+// NewEngine builds an engine from its JSON config (rust/core/src/config.rs). The engine
+// validates the config and does no network I/O here. On a config error the returned *Error
+// carries the engine's message naming where and what.
+func NewEngine(configJSON []byte) (*Engine, error) {
+	if len(configJSON) == 0 {
+		return nil, &Error{Op: "iap_engine_new", Code: ResultInvalidConfig, Message: "empty config"}
+	}
+	errBuf := make([]byte, errBufLen)
+	var written C.size_t
+	var p *C.iap_engine
+	res := C.iap_engine_new(
+		(*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(configJSON))), C.size_t(len(configJSON)),
+		(*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(errBuf))), C.size_t(len(errBuf)), &written,
+		&p,
+	)
+	runtime.KeepAlive(configJSON)
+	runtime.KeepAlive(errBuf)
+	if Result(res) != ResultOK || p == nil {
+		n := min(int(written), len(errBuf))
+		return nil, &Error{Op: "iap_engine_new", Code: Result(res), Message: string(errBuf[:n])}
+	}
+
+	e := &Engine{p: p}
+	e.cleanup = runtime.AddCleanup(e, func(p *C.iap_engine) { C.iap_engine_free(p) }, p)
+
+	var out C.iap_str
+	res = C.iap_engine_public_jwks(e.ptr(), &out)
+	if Result(res) != ResultOK {
+		e.Close()
+		return nil, &Error{Op: "iap_engine_public_jwks", Code: Result(res)}
+	}
+	// Borrowed for the engine's life; copied so nothing outside refers to it.
+	if jwks := bytesOf(out); len(jwks) > 0 {
+		e.jwks = jwks
+	}
+	runtime.KeepAlive(e)
+	return e, nil
+}
+
+// ptr returns the C handle. Callers hold e.mu (read or write).
+func (e *Engine) ptr() *C.iap_engine {
+	if e.p == nil {
+		panic("engine has been closed already")
+	}
+	maybeGC()
+	return e.p
+}
+
+// Close frees the engine after calls in flight have returned. Later calls return ErrClosed.
+// Closing twice, or a nil engine, is fine.
+func (e *Engine) Close() {
+	if e == nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.p == nil {
+		return
+	}
+	e.cleanup.Stop()
+	C.iap_engine_free(e.p)
+	e.p = nil
+	e.jwks = nil
+}
+
+// PublicJWKS returns the JWKS document publishing the assertion signing keys (nil when the
+// config has no assertion). The caller must not modify it.
+func (e *Engine) PublicJWKS() []byte {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.jwks
+}
+
+// Stats returns the engine's counters; false once the engine is closed.
+func (e *Engine) Stats() (Stats, bool) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.p == nil {
+		return Stats{}, false
+	}
+	var out C.iap_engine_stats
+	C.iap_engine_stats_get(e.ptr(), &out)
+	runtime.KeepAlive(e)
+	return Stats{
+		CacheHits:       uint64(out.cache_hits),
+		CacheMisses:     uint64(out.cache_misses),
+		KeyFetchOK:      uint64(out.key_fetch_ok),
+		KeyFetchError:   uint64(out.key_fetch_error),
+		KeyFetchSkipped: uint64(out.key_fetch_skipped),
+		CachedTokens:    uint64(out.cached_tokens),
+	}, true
+}
+
+// Decide runs one request through the engine: one C call, no JSON. The request's strings are
+// passed to C without copying (pinned for the call); the decision is copied into Go memory
+// and the Rust one freed before returning.
+func (e *Engine) Decide(req *Request) (Decision, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.p == nil {
+		return Decision{}, ErrClosed
+	}
+
+	// The strings' bytes are Go memory reached through a Go struct passed to C, so cgo's
+	// rules want them pinned for the call.
+	var pin runtime.Pinner
+	defer pin.Unpin()
+	creq := C.iap_request{
+		method: borrow(&pin, req.Method),
+		host:   borrow(&pin, req.Host),
+		path:   borrow(&pin, req.Path),
+		token:  borrow(&pin, req.Token),
+	}
+	var cdec *C.iap_decision
+	res := C.iap_engine_decide(e.ptr(), &creq, &cdec)
+	runtime.KeepAlive(e)
+	runtime.KeepAlive(req)
+	if Result(res) != ResultOK {
+		C.iap_decision_free(cdec) // NULL when not written; free is fine with NULL
+		return Decision{}, &Error{Op: "iap_engine_decide", Code: Result(res)}
+	}
+	if cdec == nil {
+		return Decision{}, &Error{Op: "iap_engine_decide", Code: ResultNullParameter, Message: "no decision returned"}
+	}
+	defer C.iap_decision_free(cdec)
+
+	var v C.iap_decision_view
+	C.iap_decision_get(cdec, &v)
+	d := Decision{
+		Allowed:         bool(v.allowed),
+		Status:          int(v.status),
+		Reason:          ReasonCode(v.reason_code),
+		ReasonName:      stringOf(v.reason_name),
+		ReasonText:      stringOf(v.reason),
+		WWWAuthenticate: stringOf(v.www_authenticate),
+		Subject:         stringOf(v.subject),
+		Email:           stringOf(v.email),
+		Name:            stringOf(v.name),
+		Issuer:          stringOf(v.issuer),
+		Kid:             stringOf(v.kid),
+		Alg:             stringOf(v.alg),
+		JTI:             stringOf(v.jti),
+		CacheHit:        bool(v.cache_hit),
+		ExpiresAt:       uint64(v.expires_at),
+	}
+	if roles := sliceOf(v.roles, v.roles_len); len(roles) > 0 {
+		d.Roles = make([]string, len(roles))
+		for i, r := range roles {
+			d.Roles[i] = stringOf(r)
+		}
+	}
+	if hs := sliceOf(v.set_headers, v.set_headers_len); len(hs) > 0 {
+		d.SetHeaders = make([]Header, len(hs))
+		for i, h := range hs {
+			d.SetHeaders[i] = Header{Name: stringOf(h.name), Value: stringOf(h.value)}
+		}
+	}
+	if hs := sliceOf(v.strip_headers, v.strip_headers_len); len(hs) > 0 {
+		d.StripHeaders = make([]string, len(hs))
+		for i, h := range hs {
+			d.StripHeaders[i] = stringOf(h)
+		}
+	}
+	return d, nil
+}
+
+// GenerateSigningKey makes a new assertion signing key for alg ("ES256" or "EdDSA") and
+// returns it as base64 PKCS#8. The result is secret: store it, never log it.
+func GenerateSigningKey(alg string) (string, error) {
+	buf := make([]byte, 1024)
+	for range 2 {
+		var written C.size_t
+		res := C.iap_generate_signing_key(
+			(*C.uint8_t)(unsafe.Pointer(unsafe.StringData(alg))), C.size_t(len(alg)),
+			(*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(buf))), C.size_t(len(buf)), &written,
+		)
+		runtime.KeepAlive(alg)
+		runtime.KeepAlive(buf)
+		switch {
+		case Result(res) == ResultOK && int(written) <= len(buf):
+			key := string(buf[:written])
+			clear(buf)
+			return key, nil
+		case Result(res) == ResultBufferTooSmall && int(written) > len(buf):
+			buf = make([]byte, int(written))
+		default:
+			return "", &Error{Op: "iap_generate_signing_key", Code: Result(res), Message: "alg " + alg}
+		}
+	}
+	return "", &Error{Op: "iap_generate_signing_key", Code: ResultBufferTooSmall}
+}
+
+// Version returns the engine library's version string.
+func Version() string {
+	return C.GoString(C.iap_version())
+}
+
+// borrow lends s to C for one call. s's bytes hold no Go pointers; pinning them lets them be
+// reached through the Go-allocated iap_request.
+func borrow(pin *runtime.Pinner, s string) C.iap_str {
+	if len(s) == 0 {
+		return C.iap_str{}
+	}
+	p := unsafe.StringData(s)
+	pin.Pin(p)
+	return C.iap_str{data: (*C.uint8_t)(unsafe.Pointer(p)), len: C.size_t(len(s))}
+}
+
+// bytesOf copies a borrowed C byte view into Go memory.
+func bytesOf(s C.iap_str) []byte {
+	if s.data == nil || s.len == 0 {
+		return nil
+	}
+	return C.GoBytes(unsafe.Pointer(s.data), C.int(s.len))
+}
+
+// stringOf copies a borrowed C byte view into a Go string.
+func stringOf(s C.iap_str) string {
+	if s.data == nil || s.len == 0 {
+		return ""
+	}
+	return string(unsafe.Slice((*byte)(unsafe.Pointer(s.data)), int(s.len)))
+}
+
+// sliceOf views a borrowed C array; the caller copies what it keeps before the owner is freed.
+func sliceOf[T any](p *T, n C.size_t) []T {
+	if p == nil || n == 0 {
+		return nil
+	}
+	return unsafe.Slice(p, int(n))
+}

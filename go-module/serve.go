@@ -1,0 +1,228 @@
+package caddyiap
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/caddy-iap/caddy-iap/go-module/internal/ffi"
+)
+
+// errAmbiguous marks a request whose credentials could be read more than one way; it is
+// refused rather than guessed at.
+var errAmbiguous = errors.New("ambiguous credentials")
+
+// ServeHTTP decides the request with the engine and applies the decision: headers the engine
+// owns are removed from every request; an allowed request gets the engine's headers and the
+// `{http.auth.user.*}` placeholders and goes on to next; a denied one becomes a handler error
+// for `handle_errors`.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if h.jwksPath != "" && r.URL.Path == h.jwksPath && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		return h.serveJWKS(w, r)
+	}
+	if h.engine == nil {
+		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("iap: handler is not provisioned"))
+	}
+
+	// Before anything else, client-sent copies of the headers the engine owns go, whatever
+	// happens next: even a refused request can reach an upstream through a handle_errors route.
+	// The list was read from the engine at Provision; each decision repeats it below.
+	stripHeaders(r.Header, h.owned)
+
+	token, err := h.token(r)
+	if err != nil {
+		h.metrics.decision(resultDeny, ffi.ReasonBadRequest.String(), 0)
+		if c := h.logger.Check(zapcore.InfoLevel, "request denied"); c != nil {
+			c.Write(zap.Int("status", http.StatusBadRequest), zap.String("reason", err.Error()),
+				zap.Stringer("reason_code", ffi.ReasonBadRequest))
+		}
+		return caddyhttp.Error(http.StatusBadRequest, err)
+	}
+
+	req := ffi.Request{Method: r.Method, Host: r.Host, Path: r.URL.EscapedPath(), Token: token}
+	start := time.Now()
+	d, err := h.engine.Decide(&req)
+	took := time.Since(start)
+	if err != nil {
+		status, reason, level := http.StatusInternalServerError, ffi.ReasonInternal, zapcore.ErrorLevel
+		if errors.Is(err, ffi.ErrClosed) {
+			// A request still in flight on a config being replaced.
+			status = http.StatusServiceUnavailable
+		} else if fe, ok := errors.AsType[*ffi.Error](err); ok && fe.Code == ffi.ResultInvalidParameter {
+			// The engine refused the request's own bytes (not UTF-8).
+			status, reason, level = http.StatusBadRequest, ffi.ReasonBadRequest, zapcore.InfoLevel
+		}
+		h.metrics.decision(resultDeny, reason.String(), took)
+		if c := h.logger.Check(level, "engine call failed"); c != nil {
+			c.Write(zap.Int("status", status), zap.Stringer("reason_code", reason), zap.Error(err))
+		}
+		return caddyhttp.Error(status, err)
+	}
+
+	// The decision's own list is the authority (the same headers, normally).
+	stripHeaders(r.Header, d.StripHeaders)
+
+	if !d.Allowed {
+		h.metrics.decision(resultDeny, d.ReasonLabel(), took)
+		return h.deny(w, &d)
+	}
+	h.metrics.decision(resultAllow, d.ReasonLabel(), took)
+
+	for _, hd := range d.SetHeaders {
+		r.Header.Set(hd.Name, hd.Value)
+	}
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		setUserPlaceholders(repl, &d)
+	}
+
+	level := zapcore.DebugLevel
+	if h.Audit {
+		level = zapcore.InfoLevel
+	}
+	if c := h.logger.Check(level, "request allowed"); c != nil {
+		c.Write(append(identityFields(&d),
+			zap.Strings("roles", d.Roles),
+			zap.Bool("cache_hit", d.CacheHit),
+		)...)
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// deny turns a denial into a handler error, so handle_errors can serve it.
+func (h *Handler) deny(w http.ResponseWriter, d *ffi.Decision) error {
+	status := d.Status
+	if status < 400 || status > 599 {
+		// A deny without an error status would be an engine bug; refuse all the same.
+		status = http.StatusInternalServerError
+	}
+	// The engine's RFC 6750 challenge: always on a 401, possibly on a 403 (insufficient_scope).
+	if d.WWWAuthenticate != "" {
+		w.Header().Set("WWW-Authenticate", d.WWWAuthenticate)
+	}
+	if c := h.logger.Check(zapcore.InfoLevel, "request denied"); c != nil {
+		c.Write(append([]zap.Field{
+			zap.Int("status", status),
+			zap.String("reason", d.ReasonText),
+			zap.String("reason_code", d.ReasonLabel()),
+		}, identityFields(d)...)...)
+	}
+	return caddyhttp.Error(status, fmt.Errorf("%s: %s", d.ReasonLabel(), d.ReasonText))
+}
+
+// serveJWKS publishes the assertion public keys. No authentication: they are public, and
+// upstreams need them to verify assertions.
+func (h *Handler) serveJWKS(w http.ResponseWriter, r *http.Request) error {
+	var jwks []byte
+	if h.engine != nil {
+		jwks = h.engine.PublicJWKS()
+	}
+	if len(jwks) == 0 {
+		return caddyhttp.Error(http.StatusNotFound, errors.New("iap: no assertion keys to publish"))
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/jwk-set+json")
+	hdr.Set("Cache-Control", "max-age=300")
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	hdr.Set("Content-Length", strconv.Itoa(len(jwks)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	_, err := w.Write(jwks)
+	return err
+}
+
+// token reads the token from the configured sources, in order; "" when none holds one. It
+// fails when a source is ambiguous (the same header sent twice).
+func (h *Handler) token(r *http.Request) (string, error) {
+	for _, src := range h.sources {
+		switch src.Kind {
+		case SourceBearer:
+			vals := r.Header.Values("Authorization")
+			if len(vals) > 1 {
+				return "", fmt.Errorf("%w: %d Authorization headers", errAmbiguous, len(vals))
+			}
+			if len(vals) == 1 {
+				if t, ok := bearerToken(vals[0]); ok {
+					return t, nil
+				}
+			}
+		case SourceHeader:
+			vals := r.Header.Values(src.Name)
+			if len(vals) > 1 {
+				return "", fmt.Errorf("%w: %d %s headers", errAmbiguous, len(vals), src.Name)
+			}
+			if len(vals) == 1 {
+				if t := strings.TrimSpace(vals[0]); t != "" {
+					return t, nil
+				}
+			}
+		case SourceCookie:
+			// The first cookie of that name: browsers send the most specific path first.
+			if c, err := r.Cookie(src.Name); err == nil && c.Value != "" {
+				return c.Value, nil
+			}
+		}
+	}
+	return "", nil
+}
+
+// bearerToken reads `Bearer <token>` (RFC 6750 section 2.1; the scheme is case-insensitive).
+func bearerToken(v string) (string, bool) {
+	scheme, rest, ok := strings.Cut(v, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	t := strings.Trim(rest, " \t")
+	return t, t != ""
+}
+
+// stripHeaders deletes every listed header.
+func stripHeaders(h http.Header, names []string) {
+	for _, n := range names {
+		h.Del(n)
+	}
+}
+
+// setUserPlaceholders sets `{http.auth.user.*}` as Caddy's authentication handler does.
+func setUserPlaceholders(repl *caddy.Replacer, d *ffi.Decision) {
+	repl.Set("http.auth.user.id", d.Subject)
+	for _, p := range []struct{ key, val string }{
+		{"email", d.Email},
+		{"name", d.Name},
+		{"issuer", d.Issuer},
+		{"roles", strings.Join(d.Roles, ",")},
+	} {
+		if p.val != "" {
+			repl.Set("http.auth.user."+p.key, p.val)
+		}
+	}
+}
+
+// identityFields are the log fields saying who and with what token metadata; never the token.
+func identityFields(d *ffi.Decision) []zap.Field {
+	fields := make([]zap.Field, 0, 8)
+	for _, f := range []struct{ key, val string }{
+		{"issuer", d.Issuer},
+		{"subject", d.Subject},
+		{"kid", d.Kid},
+		{"alg", d.Alg},
+		{"jti", d.JTI},
+	} {
+		if f.val != "" {
+			fields = append(fields, zap.String(f.key, f.val))
+		}
+	}
+	if d.ExpiresAt != 0 {
+		fields = append(fields, zap.Uint64("exp", d.ExpiresAt))
+	}
+	return fields
+}

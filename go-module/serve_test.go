@@ -1,0 +1,482 @@
+package caddyiap
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/caddy-iap/caddy-iap/go-module/internal/ffi"
+)
+
+// fakeEngine stands in for the Rust engine, so the request path is tested without cgo.
+type fakeEngine struct {
+	mu     sync.Mutex
+	decide func(*ffi.Request) (ffi.Decision, error)
+	calls  []ffi.Request
+	jwks   []byte
+	stats  ffi.Stats
+	closed bool
+}
+
+func (f *fakeEngine) Decide(r *ffi.Request) (ffi.Decision, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return ffi.Decision{}, ffi.ErrClosed
+	}
+	f.calls = append(f.calls, *r)
+	return f.decide(r)
+}
+
+func (f *fakeEngine) PublicJWKS() []byte { return f.jwks }
+
+func (f *fakeEngine) Stats() (ffi.Stats, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.stats, !f.closed
+}
+
+func (f *fakeEngine) Close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+}
+
+var owned = []string{"X-IAP-User", "X-IAP-Email", "X-IAP-Roles", "X-IAP-Assertion"}
+
+func allowAlice(*ffi.Request) (ffi.Decision, error) {
+	return ffi.Decision{
+		Allowed: true, Status: 200, Reason: ffi.ReasonAllowed, ReasonText: "allowed",
+		Subject: "alice", Email: "alice@example.com", Name: "Alice", Issuer: "https://idp",
+		Roles:        []string{"admin", "reader"},
+		SetHeaders:   []ffi.Header{{Name: "X-IAP-User", Value: "alice"}, {Name: "X-IAP-Roles", Value: "admin,reader"}},
+		StripHeaders: owned,
+		Kid:          "k1", Alg: "ES256", JTI: "j1", ExpiresAt: 1700000000,
+	}, nil
+}
+
+func denyWith(status int, reason ffi.ReasonCode, text, challenge string) func(*ffi.Request) (ffi.Decision, error) {
+	return func(*ffi.Request) (ffi.Decision, error) {
+		return ffi.Decision{
+			Status: status, Reason: reason, ReasonText: text, WWWAuthenticate: challenge,
+			StripHeaders: owned, Issuer: "https://idp", Subject: "mallory", Kid: "k1", Alg: "ES256",
+		}, nil
+	}
+}
+
+// newTestHandler builds a provisioned-looking handler around a fake engine.
+func newTestHandler(t *testing.T, h *Handler, f *fakeEngine) (*Handler, *observer.ObservedLogs) {
+	t.Helper()
+	core, logs := observer.New(zapcore.DebugLevel)
+	h.logger = zap.New(core)
+	h.engine = f
+	h.owned = owned
+	m, err := newMetrics(prometheus.NewPedanticRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.metrics = m
+	h.setDefaults()
+	return h, logs
+}
+
+// recordingNext is the next handler: it records the request it got.
+type recordingNext struct {
+	called bool
+	header http.Header
+}
+
+func (n *recordingNext) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
+	n.called = true
+	n.header = r.Header.Clone()
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func newRequest(method, target string) (*http.Request, *caddy.Replacer) {
+	r := httptest.NewRequest(method, target, nil)
+	repl := caddy.NewReplacer()
+	return r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl)), repl
+}
+
+func handlerStatus(t *testing.T, err error) int {
+	t.Helper()
+	var he caddyhttp.HandlerError
+	if !errors.As(err, &he) {
+		t.Fatalf("want a caddyhttp.HandlerError (so handle_errors runs), got %v", err)
+	}
+	return he.StatusCode
+}
+
+func TestServeAllowed(t *testing.T) {
+	f := &fakeEngine{decide: allowAlice}
+	h, logs := newTestHandler(t, &Handler{Audit: true}, f)
+	r, repl := newRequest("GET", "https://app.example.com/api/a%2Fb?x=1")
+	r.Header.Set("Authorization", "Bearer tok.en.sig")
+	r.Header.Set("X-IAP-User", "spoofed")           // replaced
+	r.Header.Set("X-IAP-Email", "spoofed@evil")     // stripped, not set by this decision
+	r.Header.Set("X-IAP-Assertion", "forged.jwt.x") // stripped
+	next := &recordingNext{}
+	w := httptest.NewRecorder()
+
+	if err := h.ServeHTTP(w, r, next); err != nil {
+		t.Fatal(err)
+	}
+	if !next.called {
+		t.Fatal("next was not called")
+	}
+	if got := next.header.Get("X-IAP-User"); got != "alice" {
+		t.Errorf("X-IAP-User = %q", got)
+	}
+	if got := next.header.Values("X-IAP-User"); len(got) != 1 {
+		t.Errorf("X-IAP-User values = %q", got)
+	}
+	for _, name := range []string{"X-IAP-Email", "X-IAP-Assertion"} {
+		if v, ok := next.header[name]; ok {
+			t.Errorf("client-sent %s reached the upstream: %q", name, v)
+		}
+	}
+	if got := next.header.Get("X-IAP-Roles"); got != "admin,reader" {
+		t.Errorf("X-IAP-Roles = %q", got)
+	}
+
+	want := ffi.Request{Method: "GET", Host: "app.example.com", Path: "/api/a%2Fb", Token: "tok.en.sig"}
+	if len(f.calls) != 1 || f.calls[0] != want {
+		t.Errorf("engine got %+v, want %+v", f.calls, want)
+	}
+
+	for key, want := range map[string]string{
+		"http.auth.user.id":     "alice",
+		"http.auth.user.email":  "alice@example.com",
+		"http.auth.user.name":   "Alice",
+		"http.auth.user.roles":  "admin,reader",
+		"http.auth.user.issuer": "https://idp",
+	} {
+		if got, _ := repl.GetString(key); got != want {
+			t.Errorf("{%s} = %q, want %q", key, got, want)
+		}
+	}
+
+	entries := logs.FilterMessage("request allowed").All()
+	if len(entries) != 1 || entries[0].Level != zapcore.InfoLevel {
+		t.Fatalf("audit should log the allow at info: %v", logs.All())
+	}
+	fields := entries[0].ContextMap()
+	for _, k := range []string{"subject", "issuer", "kid", "alg", "jti", "roles"} {
+		if _, ok := fields[k]; !ok {
+			t.Errorf("allow log has no %s: %v", k, fields)
+		}
+	}
+	assertNoToken(t, logs, "tok.en.sig")
+}
+
+func TestServeAllowedLogsAtDebugWithoutAudit(t *testing.T) {
+	h, logs := newTestHandler(t, &Handler{}, &fakeEngine{decide: allowAlice})
+	r, _ := newRequest("GET", "/")
+	r.Header.Set("Authorization", "Bearer t")
+	if err := h.ServeHTTP(httptest.NewRecorder(), r, &recordingNext{}); err != nil {
+		t.Fatal(err)
+	}
+	if e := logs.FilterMessage("request allowed").All(); len(e) != 1 || e[0].Level != zapcore.DebugLevel {
+		t.Errorf("want one debug entry, got %v", e)
+	}
+}
+
+func TestServeDenied(t *testing.T) {
+	tests := []struct {
+		name       string
+		decide     func(*ffi.Request) (ffi.Decision, error)
+		wantStatus int
+		wantChall  string
+	}{
+		{"401 invalid token", denyWith(401, ffi.ReasonBadSignature, "invalid token: signature does not verify",
+			`Bearer error="invalid_token", error_description="signature does not verify"`), 401,
+			`Bearer error="invalid_token", error_description="signature does not verify"`},
+		{"401 missing token", denyWith(401, ffi.ReasonMissingToken, "no bearer token presented", `Bearer realm="iap"`), 401, `Bearer realm="iap"`},
+		{"403 forbidden", denyWith(403, ffi.ReasonForbidden, "forbidden: no rule matched", ""), 403, ""},
+		{"403 with insufficient_scope", denyWith(403, ffi.ReasonForbidden, "forbidden", `Bearer error="insufficient_scope"`), 403, `Bearer error="insufficient_scope"`},
+		{"503 keys unavailable", denyWith(503, ffi.ReasonKeysUnavailable, "no verification keys available yet for issuer https://idp", ""), 503, ""},
+		{"400 bad request", denyWith(400, ffi.ReasonBadRequest, "bad request: dot segments", ""), 400, ""},
+		{"deny without error status fails closed", denyWith(200, ffi.ReasonForbidden, "?", ""), 500, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, logs := newTestHandler(t, &Handler{}, &fakeEngine{decide: tt.decide})
+			r, _ := newRequest("POST", "/api")
+			r.Header.Set("Authorization", "Bearer secret.token.value")
+			r.Header.Set("X-IAP-User", "admin")
+			next := &recordingNext{}
+			w := httptest.NewRecorder()
+
+			err := h.ServeHTTP(w, r, next)
+			if next.called {
+				t.Fatal("next called on a denial")
+			}
+			if got := handlerStatus(t, err); got != tt.wantStatus {
+				t.Errorf("status %d, want %d", got, tt.wantStatus)
+			}
+			if got := w.Header().Get("WWW-Authenticate"); got != tt.wantChall {
+				t.Errorf("WWW-Authenticate = %q, want %q", got, tt.wantChall)
+			}
+			if _, ok := r.Header["X-IAP-User"]; ok {
+				t.Error("owned header not stripped from a denied request (handle_errors may proxy it)")
+			}
+			e := logs.FilterMessage("request denied").All()
+			if len(e) != 1 || e[0].Level != zapcore.InfoLevel {
+				t.Fatalf("want one info denial log, got %v", logs.All())
+			}
+			fields := e[0].ContextMap()
+			for _, k := range []string{"reason", "reason_code", "issuer", "subject", "kid", "alg", "status"} {
+				if _, ok := fields[k]; !ok {
+					t.Errorf("denial log has no %s: %v", k, fields)
+				}
+			}
+			assertNoToken(t, logs, "secret.token.value")
+		})
+	}
+}
+
+func TestServeAmbiguousAuthorization(t *testing.T) {
+	f := &fakeEngine{decide: allowAlice}
+	h, _ := newTestHandler(t, &Handler{}, f)
+	r, _ := newRequest("GET", "/")
+	r.Header.Add("Authorization", "Bearer a")
+	r.Header.Add("Authorization", "Bearer b")
+	r.Header.Set("X-IAP-Roles", "admin")
+	next := &recordingNext{}
+	err := h.ServeHTTP(httptest.NewRecorder(), r, next)
+	if got := handlerStatus(t, err); got != 400 {
+		t.Errorf("status %d, want 400", got)
+	}
+	if next.called || len(f.calls) != 0 {
+		t.Error("an ambiguous request must not be decided or passed on")
+	}
+	if _, ok := r.Header["X-Iap-Roles"]; ok {
+		t.Error("owned header not stripped")
+	}
+}
+
+func TestTokenSources(t *testing.T) {
+	tests := []struct {
+		name    string
+		sources []TokenSource
+		setup   func(*http.Request)
+		want    string
+		wantErr bool
+	}{
+		{"default bearer", nil, func(r *http.Request) { r.Header.Set("Authorization", "Bearer abc") }, "abc", false},
+		{"scheme is case-insensitive", nil, func(r *http.Request) { r.Header.Set("Authorization", "bEaReR abc") }, "abc", false},
+		{"extra spaces", nil, func(r *http.Request) { r.Header.Set("Authorization", "Bearer   abc ") }, "abc", false},
+		{"basic is not bearer", nil, func(r *http.Request) { r.Header.Set("Authorization", "Basic YWxhZGRpbjpvcGVu") }, "", false},
+		{"bearer without token", nil, func(r *http.Request) { r.Header.Set("Authorization", "Bearer") }, "", false},
+		{"no prefix match", nil, func(r *http.Request) { r.Header.Set("Authorization", "Bearerabc") }, "", false},
+		{"two authorization headers", nil, func(r *http.Request) {
+			r.Header.Add("Authorization", "Bearer a")
+			r.Header.Add("Authorization", "Basic b")
+		}, "", true},
+		{"header source", []TokenSource{{Kind: SourceHeader, Name: "X-Token"}}, func(r *http.Request) { r.Header.Set("X-Token", " t1 ") }, "t1", false},
+		{"two header values", []TokenSource{{Kind: SourceHeader, Name: "X-Token"}}, func(r *http.Request) {
+			r.Header.Add("X-Token", "a")
+			r.Header.Add("X-Token", "b")
+		}, "", true},
+		{"cookie source", []TokenSource{{Kind: SourceCookie, Name: "session"}}, func(r *http.Request) {
+			r.AddCookie(&http.Cookie{Name: "other", Value: "x"})
+			r.AddCookie(&http.Cookie{Name: "session", Value: "c1"})
+		}, "c1", false},
+		{"order: first source holding a token wins", []TokenSource{{Kind: SourceCookie, Name: "session"}, {Kind: SourceBearer}}, func(r *http.Request) {
+			r.Header.Set("Authorization", "Bearer b1")
+			r.AddCookie(&http.Cookie{Name: "session", Value: "c1"})
+		}, "c1", false},
+		{"order: falls through to the next source", []TokenSource{{Kind: SourceCookie, Name: "session"}, {Kind: SourceBearer}}, func(r *http.Request) {
+			r.Header.Set("Authorization", "Bearer b1")
+		}, "b1", false},
+		{"bearer not configured ignores Authorization", []TokenSource{{Kind: SourceCookie, Name: "session"}}, func(r *http.Request) {
+			r.Header.Add("Authorization", "Bearer a")
+			r.Header.Add("Authorization", "Bearer b")
+		}, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &Handler{TokenSources: tt.sources}
+			h.setDefaults()
+			r := httptest.NewRequest("GET", "/", nil)
+			tt.setup(r)
+			got, err := h.token(r)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Errorf("token = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestServeEngineClosed(t *testing.T) {
+	f := &fakeEngine{decide: allowAlice}
+	h, _ := newTestHandler(t, &Handler{}, f)
+	if err := h.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Cleanup(); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	r, _ := newRequest("GET", "/")
+	r.Header.Set("Authorization", "Bearer t")
+	r.Header.Set("X-IAP-User", "x")
+	next := &recordingNext{}
+	err := h.ServeHTTP(httptest.NewRecorder(), r, next)
+	if got := handlerStatus(t, err); got != 503 {
+		t.Errorf("status %d, want 503", got)
+	}
+	if next.called {
+		t.Error("next called after Cleanup")
+	}
+	if _, ok := r.Header["X-Iap-User"]; ok {
+		t.Error("owned header not stripped")
+	}
+}
+
+func TestServeEngineErrors(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want int
+	}{
+		{&ffi.Error{Op: "iap_engine_decide", Code: ffi.ResultInvalidParameter}, 400},
+		{&ffi.Error{Op: "iap_engine_decide", Code: ffi.ResultPanic}, 500},
+	} {
+		f := &fakeEngine{decide: func(*ffi.Request) (ffi.Decision, error) { return ffi.Decision{}, tt.err }}
+		h, _ := newTestHandler(t, &Handler{}, f)
+		r, _ := newRequest("GET", "/")
+		r.Header.Set("X-IAP-Email", "x")
+		next := &recordingNext{}
+		if got := handlerStatus(t, h.ServeHTTP(httptest.NewRecorder(), r, next)); got != tt.want || next.called {
+			t.Errorf("%v: status %d, want %d", tt.err, got, tt.want)
+		}
+		if _, ok := r.Header["X-Iap-Email"]; ok {
+			t.Error("owned header not stripped")
+		}
+	}
+}
+
+func TestServeNotProvisioned(t *testing.T) {
+	h := &Handler{}
+	if err := h.Cleanup(); err != nil {
+		t.Fatalf("Cleanup must work without Provision: %v", err)
+	}
+	r, _ := newRequest("GET", "/")
+	if got := handlerStatus(t, h.ServeHTTP(httptest.NewRecorder(), r, &recordingNext{})); got != 503 {
+		t.Errorf("status %d", got)
+	}
+}
+
+func TestServeJWKS(t *testing.T) {
+	jwks := []byte(`{"keys":[{"kty":"EC","crv":"P-256","kid":"a","x":"x","y":"y"}]}`)
+	f := &fakeEngine{decide: denyWith(401, ffi.ReasonMissingToken, "no token", "Bearer")}
+	f.jwks = jwks
+	h, _ := newTestHandler(t, &Handler{Assertion: &Assertion{Audience: "up"}}, f)
+
+	for _, method := range []string{"GET", "HEAD"} {
+		r, _ := newRequest(method, DefaultJWKSPath)
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, r, &recordingNext{}); err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		if w.Code != 200 {
+			t.Errorf("%s: status %d", method, w.Code)
+		}
+		if ct := w.Header().Get("Content-Type"); ct != "application/jwk-set+json" {
+			t.Errorf("%s: Content-Type %q", method, ct)
+		}
+		if cc := w.Header().Get("Cache-Control"); cc != "max-age=300" {
+			t.Errorf("%s: Cache-Control %q", method, cc)
+		}
+		wantBody := string(jwks)
+		if method == "HEAD" {
+			wantBody = ""
+		}
+		if w.Body.String() != wantBody {
+			t.Errorf("%s: body %q", method, w.Body.String())
+		}
+	}
+	if len(f.calls) != 0 {
+		t.Error("the JWKS must be served without asking the engine")
+	}
+
+	// Other methods, and other paths, are decided as usual.
+	r, _ := newRequest("POST", DefaultJWKSPath)
+	if got := handlerStatus(t, h.ServeHTTP(httptest.NewRecorder(), r, &recordingNext{})); got != 401 {
+		t.Errorf("POST to the JWKS path: status %d", got)
+	}
+
+	// A configured path replaces the default; "off" serves nothing.
+	h2, _ := newTestHandler(t, &Handler{Assertion: &Assertion{Audience: "up"}, JWKSPath: "/keys"}, f)
+	r, _ = newRequest("GET", "/keys")
+	w := httptest.NewRecorder()
+	if err := h2.ServeHTTP(w, r, &recordingNext{}); err != nil || w.Code != 200 {
+		t.Errorf("custom path: %v %d", err, w.Code)
+	}
+	h3, _ := newTestHandler(t, &Handler{Assertion: &Assertion{Audience: "up"}, JWKSPath: "off"}, f)
+	r, _ = newRequest("GET", DefaultJWKSPath)
+	if got := handlerStatus(t, h3.ServeHTTP(httptest.NewRecorder(), r, &recordingNext{})); got != 401 {
+		t.Errorf("jwks_path off: status %d", got)
+	}
+	// Without an assertion there is nothing to serve, and the path is not special.
+	h4, _ := newTestHandler(t, &Handler{}, f)
+	r, _ = newRequest("GET", DefaultJWKSPath)
+	if got := handlerStatus(t, h4.ServeHTTP(httptest.NewRecorder(), r, &recordingNext{})); got != 401 {
+		t.Errorf("no assertion: status %d", got)
+	}
+}
+
+func TestServeCountsDecisions(t *testing.T) {
+	h, _ := newTestHandler(t, &Handler{}, &fakeEngine{decide: denyWith(403, ffi.ReasonForbidden, "no", "")})
+	c := h.metrics.decisions.WithLabelValues(resultDeny, "forbidden")
+	before := testutil.ToFloat64(c)
+	r, _ := newRequest("GET", "/")
+	_ = h.ServeHTTP(httptest.NewRecorder(), r, &recordingNext{})
+	if got := testutil.ToFloat64(c) - before; got != 1 {
+		t.Errorf("deny/forbidden counted %v times", got)
+	}
+}
+
+// assertNoToken fails if any log entry carries the token.
+func assertNoToken(t *testing.T, logs *observer.ObservedLogs, token string) {
+	t.Helper()
+	for _, e := range logs.All() {
+		if strings.Contains(e.Message, token) {
+			t.Errorf("token in log message %q", e.Message)
+		}
+		for k, v := range e.ContextMap() {
+			if strings.Contains(strings.ToLower(toString(v)), strings.ToLower(token)) {
+				t.Errorf("token in log field %s", k)
+			}
+		}
+	}
+}
+
+func toString(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case []any:
+		var b strings.Builder
+		for _, x := range v {
+			b.WriteString(toString(x))
+		}
+		return b.String()
+	}
+	return ""
+}
