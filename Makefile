@@ -1,0 +1,79 @@
+# caddy-iap: build the Rust library, build Caddy with the module through xcaddy, run, test.
+#   make caddy   builds bin/caddy (Rust staticlib + Go module, CGO_ENABLED=1)
+#   make run     runs Caddy on Caddyfile.example (embedded demo issuer, no outside service)
+#   make test    lint + Rust tests + Go tests + end-to-end tests against a real IdP
+#   make bench   criterion benchmarks of the core and the FFI call
+
+SHELL := /bin/bash
+GOBIN := $(shell go env GOPATH)/bin
+XCADDY ?= $(GOBIN)/xcaddy
+CBINDGEN ?= $(HOME)/.cargo/bin/cbindgen
+CADDY_VERSION ?= v2.11.9
+GO_MODULE := github.com/caddy-iap/caddy-iap/go-module
+# A fixed version for the local replacement, so xcaddy does not ask the module proxy for "latest".
+GO_MODULE_VERSION := v0.0.0-00010101000000-000000000000
+RUST_LIB := target/release/libcaddy_iap.a
+RUST_SOURCES := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock
+GO_SOURCES := $(shell find go-module -name '*.go' -o -name go.mod -o -name go.sum)
+
+.PHONY: all caddy lib header header-check run test lint test-rust test-go test-e2e bench clean
+
+all: caddy
+
+# Build tools, installed on first use from the Go module proxy and crates.io.
+$(XCADDY):
+	go install github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5
+
+$(CBINDGEN):
+	cargo install cbindgen --version 0.29.4 --locked
+
+lib: $(RUST_LIB)
+
+$(RUST_LIB): $(RUST_SOURCES)
+	cargo build --release --locked -p caddy-iap-ffi
+
+# The C header is generated, committed, and checked for drift by `make lint`.
+header: $(CBINDGEN)
+	$(CBINDGEN) --quiet --config rust/ffi/cbindgen.toml --crate caddy-iap-ffi rust/ffi -o include/caddy_iap.h
+
+header-check: $(CBINDGEN)
+	@tmp=$$(mktemp); $(CBINDGEN) --quiet --config rust/ffi/cbindgen.toml --crate caddy-iap-ffi rust/ffi -o $$tmp; \
+	  if ! diff -u include/caddy_iap.h $$tmp; then echo "include/caddy_iap.h is stale: run make header" >&2; rm -f $$tmp; exit 1; fi; rm -f $$tmp
+
+caddy: bin/caddy
+
+bin/caddy: $(XCADDY) $(RUST_LIB) $(GO_SOURCES) include/caddy_iap.h
+	@mkdir -p bin
+	CGO_ENABLED=1 $(XCADDY) build $(CADDY_VERSION) --output bin/caddy \
+	  --with $(GO_MODULE)@$(GO_MODULE_VERSION)=./go-module
+	bin/caddy list-modules | grep -q '^http.handlers.iap$$'
+
+run: bin/caddy
+	bin/caddy run --config Caddyfile.example --adapter caddyfile
+
+lint: header-check
+	cargo fmt --all --check
+	cargo clippy --locked --all-targets -- -D warnings
+	@out=$$(gofmt -l go-module); if [ -n "$$out" ]; then echo "gofmt needed: $$out" >&2; exit 1; fi
+	cd go-module && CGO_ENABLED=0 go vet ./...
+	cd go-module && CGO_ENABLED=1 go vet ./...
+
+test-rust:
+	cargo test --locked --workspace
+
+test-go: $(RUST_LIB)
+	cd go-module && CGO_ENABLED=0 go test ./...
+	cd go-module && CGO_ENABLED=1 go test -race -tags iapdebug ./...
+
+test-e2e: bin/caddy
+	bash tests/run-e2e.sh
+
+test: lint test-rust test-go test-e2e
+
+bench:
+	cargo bench --locked -p caddy-iap-core --bench core
+	cargo bench --locked -p caddy-iap-ffi --bench ffi
+
+clean:
+	cargo clean
+	rm -rf bin
