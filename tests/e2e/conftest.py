@@ -1,0 +1,121 @@
+"""Fixtures for the caddy-iap end-to-end tests.
+
+- `idp`: one OpenID provider (tests/idp/server.mjs) for the whole session, keys RS256 (signs by
+  default) + ES256. Never restart or stop it in a test: use `idp_factory` for that.
+- `idp_factory(*key_specs)`: a fresh IdP per call, for tests that rotate keys or stop the IdP.
+- `upstream`: a recording HTTP server; `upstream.requests` is everything it received.
+- `caddy(iap_config, ...)`: a started `bin/caddy run` whose site is `iap { iap_config }` in front
+  of the upstream; `.reload(new_iap_config)`. Fails (never skips) when bin/caddy is missing.
+
+On a failing test the logs of every process it started (Caddyfile, caddy stdout, caddy.log,
+IdP log) are attached to the report and copied to tests/artifacts/<test>/.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from iaplib import ARTIFACTS, LOGS, Caddy, IdP, Upstream, make_keys, register_logs, tail
+
+_register_logs = register_logs
+
+
+def pytest_sessionstart(session):
+    # Artifacts are only for the tests that failed in this run.
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    rep = yield
+    if rep.failed and rep.when in ("setup", "call"):
+        paths = item.stash.get(LOGS, [])
+        if paths:
+            dest = ARTIFACTS / re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid)
+            dest.mkdir(parents=True, exist_ok=True)
+            for p in dict.fromkeys(paths):
+                rep.sections.append((f"log {p.name} ({p})", tail(p)))
+                if p.exists():
+                    shutil.copy(p, dest / f"{p.parent.name}-{p.name}")
+    return rep
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("session")
+
+
+@pytest.fixture(scope="session")
+def _session_idp(session_dir):
+    keys = session_dir / "idp-keys.json"
+    make_keys(keys, "RS256", "ES256")
+    idp = IdP(session_dir / "idp", keys)
+    idp.start()
+    yield idp
+    idp.stop()
+
+
+@pytest.fixture
+def idp(_session_idp, request):
+    """The shared IdP (issuer, token(client, audience, scope), keys)."""
+    if not _session_idp.running:
+        _session_idp.start()
+    _register_logs(request, _session_idp.log_path)
+    return _session_idp
+
+
+@pytest.fixture
+def idp_factory(tmp_path, request):
+    started: list[IdP] = []
+
+    def make(*key_specs: str, start: bool = True, name: str | None = None) -> IdP:
+        name = name or f"idp{len(started) + 1}"
+        keys = tmp_path / f"{name}-keys-1.json"
+        make_keys(keys, *(key_specs or ("RS256",)))
+        inst = IdP(tmp_path / name, keys, name=name)
+        started.append(inst)
+        _register_logs(request, inst.log_path)
+        if start:
+            inst.start()
+        return inst
+
+    yield make
+    for inst in started:
+        inst.stop()
+
+
+@pytest.fixture
+def upstream():
+    up = Upstream()
+    yield up
+    up.close()
+
+
+@pytest.fixture
+def caddy(tmp_path, upstream, request):
+    """Factory: caddy(iap_config, site_extra="", upstream_address=None, start=True, storage=None)
+    -> a started Caddy (stopped at teardown)."""
+    started: list[Caddy] = []
+
+    def make(iap_config: str, site_extra: str = "", upstream_address: str | None = None,
+             start: bool = True, storage: Path | None = None) -> Caddy:
+        inst = Caddy(
+            workdir=tmp_path / f"caddy{len(started) + 1}",
+            upstream_address=upstream_address or upstream.address,
+            iap_config=iap_config,
+            site_extra=site_extra,
+            storage=storage,
+        )
+        started.append(inst)
+        _register_logs(request, inst.caddyfile, inst.stdout_path, inst.log_path)
+        if start:
+            inst.start()
+        return inst
+
+    yield make
+    for inst in started:
+        inst.stop()
