@@ -13,6 +13,10 @@ GO_MODULE := github.com/caddy-iap/caddy-iap/go-module
 # A fixed version for the local replacement, so xcaddy does not ask the module proxy for "latest".
 GO_MODULE_VERSION := v0.0.0-00010101000000-000000000000
 RUST_LIB := target/release/libcaddy_iap.a
+# Go's build cache does not notice a changed static library behind #cgo LDFLAGS; a stamp of
+# the library in CGO_CFLAGS makes every cgo build (go test, xcaddy) relink when it changes.
+LIB_STAMP = $(shell sha256sum $(RUST_LIB) | cut -c1-16)
+CGO_ENV = CGO_ENABLED=1 CGO_CFLAGS="-O2 -g -DIAP_LIB_STAMP=$(LIB_STAMP)"
 RUST_SOURCES := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock
 GO_SOURCES := $(shell find go-module -name '*.go' -o -name go.mod -o -name go.sum)
 
@@ -44,7 +48,7 @@ caddy: bin/caddy
 
 bin/caddy: $(XCADDY) $(RUST_LIB) $(GO_SOURCES) include/caddy_iap.h
 	@mkdir -p bin
-	CGO_ENABLED=1 $(XCADDY) build $(CADDY_VERSION) --output bin/caddy \
+	$(CGO_ENV) $(XCADDY) build $(CADDY_VERSION) --output bin/caddy \
 	  --with $(GO_MODULE)@$(GO_MODULE_VERSION)=./go-module
 	bin/caddy list-modules | grep -q '^http.handlers.iap$$'
 
@@ -56,14 +60,14 @@ lint: header-check
 	cargo clippy --locked --all-targets -- -D warnings
 	@out=$$(gofmt -l go-module); if [ -n "$$out" ]; then echo "gofmt needed: $$out" >&2; exit 1; fi
 	cd go-module && CGO_ENABLED=0 go vet ./...
-	cd go-module && CGO_ENABLED=1 go vet ./...
+	cd go-module && $(CGO_ENV) go vet ./...
 
 test-rust:
 	cargo test --locked --workspace
 
 test-go: $(RUST_LIB)
 	cd go-module && CGO_ENABLED=0 go test ./...
-	cd go-module && CGO_ENABLED=1 go test -race -tags iapdebug ./...
+	cd go-module && $(CGO_ENV) go test -race -tags iapdebug ./...
 
 test-e2e: bin/caddy
 	bash tests/run-e2e.sh

@@ -301,9 +301,12 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// Cleanup frees the engine once calls in flight have returned. It works after a failed
-// Provision and when called twice. Requests still arriving on this (old) config get 503.
-// The fields are left alone: a request in flight may still read them.
+// Cleanup retires the engine: its counters stop being reported, and its memory is freed by
+// the garbage collector once no request holds this handler any more. It does not free the
+// engine itself because, on a reload, Caddy's http app starts its old servers' graceful
+// shutdown without waiting for it (it waits only when the process exits) and then runs
+// Cleanup: requests still being served by the old config must keep a working engine. It
+// works after a failed Provision and when called twice.
 func (h *Handler) Cleanup() error {
 	if h.engine == nil {
 		return nil
@@ -311,7 +314,6 @@ func (h *Handler) Cleanup() error {
 	if h.metrics != nil {
 		h.metrics.untrack(h.engine)
 	}
-	h.engine.Close()
 	return nil
 }
 

@@ -324,7 +324,9 @@ func TestTokenSources(t *testing.T) {
 	}
 }
 
-func TestServeEngineClosed(t *testing.T) {
+// A request that reaches a handler after Cleanup (Caddy drains old servers without waiting on
+// reload) is still decided by the retired engine, not refused.
+func TestServeAfterCleanup(t *testing.T) {
 	f := &fakeEngine{decide: allowAlice}
 	h, _ := newTestHandler(t, &Handler{}, f)
 	if err := h.Cleanup(); err != nil {
@@ -337,12 +339,31 @@ func TestServeEngineClosed(t *testing.T) {
 	r.Header.Set("Authorization", "Bearer t")
 	r.Header.Set("X-IAP-User", "x")
 	next := &recordingNext{}
+	if err := h.ServeHTTP(httptest.NewRecorder(), r, next); err != nil {
+		t.Fatalf("straggler request refused: %v", err)
+	}
+	if !next.called {
+		t.Error("next not called for an allowed straggler request")
+	}
+	if got := r.Header.Get("X-IAP-User"); got == "x" {
+		t.Error("spoofed owned header survived")
+	}
+}
+
+// An explicitly closed engine refuses with 503, never allows.
+func TestServeEngineClosed(t *testing.T) {
+	f := &fakeEngine{decide: func(*ffi.Request) (ffi.Decision, error) { return ffi.Decision{}, ffi.ErrClosed }}
+	h, _ := newTestHandler(t, &Handler{}, f)
+	r, _ := newRequest("GET", "/")
+	r.Header.Set("Authorization", "Bearer t")
+	r.Header.Set("X-IAP-User", "x")
+	next := &recordingNext{}
 	err := h.ServeHTTP(httptest.NewRecorder(), r, next)
 	if got := handlerStatus(t, err); got != 503 {
 		t.Errorf("status %d, want 503", got)
 	}
 	if next.called {
-		t.Error("next called after Cleanup")
+		t.Error("next called with a closed engine")
 	}
 	if _, ok := r.Header["X-Iap-User"]; ok {
 		t.Error("owned header not stripped")

@@ -34,9 +34,9 @@ const errBufLen = 4096
 // Engine is one Rust engine, built from one config. It is safe for concurrent use.
 //
 // Close frees it once calls in flight have returned: Decide, PublicJWKS and Stats hold the
-// read lock for the duration of their C call, Close takes the write lock. A cleanup attached
-// with runtime.AddCleanup frees a leaked engine, but only as a backstop; Caddy's Cleanup
-// calls Close.
+// read lock for the duration of their C call, Close takes the write lock. Without Close, a
+// cleanup attached with runtime.AddCleanup frees the engine once the Engine is unreachable;
+// the Caddy handler relies on that, since requests may still reach a retired config.
 type Engine struct {
 	mu      sync.RWMutex
 	p       *C.iap_engine // nil once closed

@@ -22,6 +22,8 @@ use crate::error::ConfigError;
 
 /// Default lifetime of an assertion, seconds.
 const DEFAULT_TTL: u64 = 300;
+/// Header carrying the assertion unless configured otherwise.
+pub(crate) const DEFAULT_HEADER: &str = "X-IAP-Assertion";
 /// Identities whose assertions are kept.
 const CACHE_ENTRIES: usize = 16_384;
 

@@ -213,8 +213,14 @@ impl Engine {
             .filter(|n| !n.is_empty())
             .cloned()
             .collect();
-        if let Some(m) = &minter {
-            strip_headers.push(m.header_name().into());
+        // The assertion header is always ours, configured or not: an upstream that checks for
+        // one must never receive a client's.
+        let assertion_header = minter
+            .as_ref()
+            .map_or(crate::assertion::DEFAULT_HEADER, Minter::header_name);
+        strip_headers.push(assertion_header.into());
+        if assertion_header != crate::assertion::DEFAULT_HEADER {
+            strip_headers.push(crate::assertion::DEFAULT_HEADER.into());
         }
         for name in &strip_headers {
             if !name
@@ -416,6 +422,7 @@ impl Engine {
             .lookup(kid, alg)
             .map_err(|_| Error::KeysUnavailable {
                 issuer: issuer.name.to_string(),
+                last_error: issuer.keys.last_error(),
             })?;
         let mut candidates = snapshot.candidates(kid, alg).peekable();
         if candidates.peek().is_none() {

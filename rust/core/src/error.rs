@@ -17,6 +17,8 @@ pub enum Error {
     KeysUnavailable {
         /// The configured issuer whose keys are missing.
         issuer: String,
+        /// Why the last fetch failed, if one did (a log line without key material).
+        last_error: Option<String>,
     },
     /// The token was valid but its roles do not permit the request.
     Forbidden {
@@ -262,8 +264,12 @@ impl fmt::Display for Error {
         match self {
             Self::MissingToken => f.write_str("no bearer token presented"),
             Self::Token(t) => write!(f, "invalid token: {t}"),
-            Self::KeysUnavailable { issuer } => {
-                write!(f, "no verification keys available yet for issuer {issuer}")
+            Self::KeysUnavailable { issuer, last_error } => {
+                write!(f, "no verification keys available yet for issuer {issuer}")?;
+                match last_error {
+                    Some(e) => write!(f, " (last fetch: {e})"),
+                    None => Ok(()),
+                }
             }
             Self::Forbidden { reason } => write!(f, "forbidden: {reason}"),
             Self::BadRequest { reason } => write!(f, "bad request: {reason}"),

@@ -24,8 +24,11 @@ use crate::jwk::{VerifyingKey, parse_jwks};
 const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 /// Refresh interval when the server sends no `max-age`.
 const DEFAULT_REFRESH_SECS: u64 = 600;
-/// Retry delay after a failed fetch (bounded above by `refresh_min`).
-const RETRY_SECS: u64 = 30;
+/// Longest retry delay after failed fetches (also bounded by `refresh_min`). Retries back off
+/// 1, 2, 4, ... seconds up to this, so a provider that was briefly down (or, for the demo
+/// issuer, not listening yet) is picked up within a second or two, and a dead one is asked at
+/// most twice a minute.
+const MAX_RETRY_SECS: u64 = 30;
 
 /// Where a remote issuer's keys are fetched from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,9 +92,11 @@ struct Schedule {
     completed: u64,
     next_refresh: u64,
     last_kid_miss_fetch: Option<u64>,
-    /// When the last fetch started; with no keys yet, a failed fetch is retried at most once
-    /// per `RETRY_SECS` so a dead provider is not hammered by every request.
+    /// When the last fetch started; with no keys yet, a failed fetch is retried no sooner than
+    /// `retry_delay()` so a dead provider is not hammered by every request.
     last_attempt: Option<u64>,
+    /// Fetches failed in a row (0 after a success).
+    failures: u32,
     last_error: Option<String>,
 }
 
@@ -199,7 +204,7 @@ impl IssuerKeys {
         }
         let mut schedule = self.schedule.lock();
         if !snapshot.loaded && !schedule.in_flight {
-            let retry = RETRY_SECS.min(remote.policy.refresh_min);
+            let retry = retry_delay(schedule.failures, remote.policy.refresh_min);
             if schedule
                 .last_attempt
                 .is_some_and(|t| now.saturating_sub(t) < retry)
@@ -279,6 +284,7 @@ impl IssuerKeys {
                 );
                 schedule.next_refresh = now.saturating_add(interval);
                 schedule.last_error = None;
+                schedule.failures = 0;
                 let mut current = self.current.write();
                 let removed = current.keys.iter().any(|old| !keys.contains(old));
                 let epoch = current.epoch + u64::from(removed);
@@ -290,8 +296,9 @@ impl IssuerKeys {
             }
             Err(e) => {
                 remote.stats.error.fetch_add(1, Ordering::Relaxed);
-                schedule.next_refresh =
-                    now.saturating_add(RETRY_SECS.min(remote.policy.refresh_min));
+                schedule.failures = schedule.failures.saturating_add(1);
+                let retry = retry_delay(schedule.failures, remote.policy.refresh_min);
+                schedule.next_refresh = now.saturating_add(retry);
                 schedule.last_error = Some(e);
             }
         }
@@ -336,6 +343,13 @@ impl IssuerKeys {
         }
         Ok((parsed.keys, resp.max_age))
     }
+}
+
+/// Seconds to wait before retrying after `failures` failed fetches in a row: 1, 2, 4, ... up to
+/// `MAX_RETRY_SECS`, and never more than `refresh_min`.
+fn retry_delay(failures: u32, refresh_min: u64) -> u64 {
+    let backoff = 1u64 << failures.saturating_sub(1).min(5);
+    backoff.min(MAX_RETRY_SECS).min(refresh_min.max(1))
 }
 
 /// The fields of an OpenID Provider Metadata document we use.

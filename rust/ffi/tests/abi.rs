@@ -100,7 +100,8 @@ fn allow_and_deny_through_the_abi() {
     let strip = unsafe { std::slice::from_raw_parts(view.strip_headers, view.strip_headers_len) };
     assert_eq!(
         strip.iter().map(|r| text(*r)).collect::<Vec<_>>(),
-        ["X-IAP-User", "X-IAP-Email", "X-IAP-Roles"]
+        ["X-IAP-User", "X-IAP-Email", "X-IAP-Roles", "X-IAP-Assertion"],
+        "the assertion header is stripped even with assertions off"
     );
     iap_decision_free(d);
 
@@ -119,7 +120,7 @@ fn allow_and_deny_through_the_abi() {
     assert_eq!(text(view.www_authenticate), r#"Bearer realm="caddy-iap""#);
     // The engine may be released before a decision: the decision keeps what it borrows alive.
     iap_engine_free(engine);
-    assert_eq!(view.strip_headers_len, 3);
+    assert_eq!(view.strip_headers_len, 4);
     iap_decision_free(d);
 }
 

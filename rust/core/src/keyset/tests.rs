@@ -221,6 +221,13 @@ fn dead_provider_without_keys_is_unavailable_and_not_hammered() {
         assert_eq!(keys.lookup(Some("a"), Alg::ES256).unwrap_err(), Unavailable);
     }
     assert_eq!(net.hits(), 1, "retries wait for the retry interval");
+    // Back-off: 1 s after the first failure, then 2 s, 4 s, ...
+    clock.0.store(1, Ordering::SeqCst);
+    assert_eq!(keys.lookup(Some("a"), Alg::ES256).unwrap_err(), Unavailable);
+    assert_eq!(net.hits(), 2);
+    clock.0.store(2, Ordering::SeqCst);
+    assert_eq!(keys.lookup(Some("a"), Alg::ES256).unwrap_err(), Unavailable);
+    assert_eq!(net.hits(), 2, "second retry waits 2 s");
     clock.0.store(31, Ordering::SeqCst);
     net.serve(JWKS_URL, Ok(jwks(&[&ec_jwk("a")])));
     assert!(keys.lookup(Some("a"), Alg::ES256).is_ok());
@@ -247,6 +254,13 @@ fn discovery_issuer_must_match_byte_for_byte() {
     );
     clock.0.store(31, Ordering::SeqCst);
     assert!(keys.lookup(Some("a"), Alg::ES256).is_ok());
+}
+
+#[test]
+fn retry_delay_backs_off_to_a_bound() {
+    let delays: Vec<u64> = (1..=8).map(|f| retry_delay(f, 300)).collect();
+    assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
+    assert_eq!(retry_delay(6, 5), 5, "never beyond refresh_min");
 }
 
 #[test]
