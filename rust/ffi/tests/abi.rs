@@ -100,7 +100,12 @@ fn allow_and_deny_through_the_abi() {
     let strip = unsafe { std::slice::from_raw_parts(view.strip_headers, view.strip_headers_len) };
     assert_eq!(
         strip.iter().map(|r| text(*r)).collect::<Vec<_>>(),
-        ["X-IAP-User", "X-IAP-Email", "X-IAP-Roles", "X-IAP-Assertion"],
+        [
+            "X-IAP-User",
+            "X-IAP-Email",
+            "X-IAP-Roles",
+            "X-IAP-Assertion"
+        ],
         "the assertion header is stripped even with assertions off"
     );
     iap_decision_free(d);
