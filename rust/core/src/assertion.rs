@@ -218,7 +218,9 @@ impl Minter {
     pub(crate) fn mint(&self, identity: &Identity, now: u64) -> Option<Minted> {
         let mut jti = [0u8; 16];
         self.rng.fill(&mut jti).ok()?;
-        let exp = now + self.ttl;
+        // Never outlive the token the identity came from (at least one second, so a token in
+        // its leeway still yields a usable assertion).
+        let exp = (now + self.ttl).min(identity.expires_at).max(now + 1);
         let mut claims = json!({
             "iss": self.issuer,
             "aud": self.audience,
@@ -243,7 +245,7 @@ impl Minter {
         URL_SAFE_NO_PAD.encode_string(signature, &mut token);
         Some(Minted {
             token: token.into(),
-            renew_at: exp - self.ttl / 10,
+            renew_at: exp - (exp - now) / 10,
         })
     }
 }

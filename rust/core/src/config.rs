@@ -65,6 +65,10 @@ pub struct IssuerConfig {
     /// Timeout of one fetch, milliseconds (default 5000).
     #[serde(default)]
     pub fetch_timeout_ms: Option<u64>,
+    /// Use `email` even when `email_verified` is not `true` (default false: an unverified
+    /// email is treated as absent for roles, headers and assertions, against "nOAuth").
+    #[serde(default)]
+    pub trust_unverified_email: bool,
 }
 
 /// Where an issuer's verification keys come from.

@@ -15,7 +15,7 @@ use crate::assertion::Minter;
 use crate::cache::{Entry, TokenCache};
 use crate::claims::{self, ClaimsPolicy};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, IssuerConfig, KeySource};
+use crate::config::{Config, HeaderNames, IssuerConfig, KeySource};
 use crate::error::{ConfigError, Denial, Error, ReasonCode, TokenError, truncate_for_log};
 use crate::fetch::{HttpFetcher, KeyFetcher};
 use crate::jwk::{parse_jwks, parse_pem};
@@ -24,6 +24,9 @@ use crate::keyset::{FetchStats, IssuerKeys, RefreshPolicy, RemoteSource};
 use crate::path;
 use crate::permissions::Permissions;
 use crate::roles::{RoleMatcher, RoleNames, RoleSet};
+
+/// Most keys one token's signature is tried against.
+const MAX_KEY_ATTEMPTS: usize = 4;
 
 const DEFAULT_ALGS: [Alg; 5] = [Alg::RS256, Alg::PS256, Alg::ES256, Alg::ES384, Alg::EdDSA];
 
@@ -142,6 +145,7 @@ struct Issuer {
     algs: Vec<Alg>,
     policy: ClaimsPolicy,
     keys: Arc<IssuerKeys>,
+    trust_unverified_email: bool,
 }
 
 /// Everything one config enforces. Build once, share across threads.
@@ -213,6 +217,20 @@ impl Engine {
             .filter(|n| !n.is_empty())
             .cloned()
             .collect();
+        // The default names stay ours when renamed or turned off: an upstream written for
+        // them must never receive a client's copy.
+        for default in [
+            &HeaderNames::default().user,
+            &HeaderNames::default().email,
+            &HeaderNames::default().roles,
+        ] {
+            if !strip_headers
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(default))
+            {
+                strip_headers.push(default.as_str().into());
+            }
+        }
         // The assertion header is always ours, configured or not: an upstream that checks for
         // one must never receive a client's.
         let assertion_header = minter
@@ -431,12 +449,26 @@ impl Engine {
             }
             .into());
         }
-        if !candidates.any(|k| k.verify(alg, jws.signing_input, &jws.signature).is_ok()) {
+        // A token without `kid` may match several keys; trying each is a verification per key,
+        // so an unauthenticated caller gets a bounded number of attempts.
+        if !candidates
+            .take(MAX_KEY_ATTEMPTS)
+            .any(|k| k.verify(alg, jws.signing_input, &jws.signature).is_ok())
+        {
             return Err(TokenError::BadSignature.into());
         }
         let checked = claims::check(&jws.claims, &issuer.policy, now)?;
-        let role_set = self.roles.roles_for(&jws.claims);
-        let identity = self.identity(issuer, &jws.claims, checked, role_set, kid, alg);
+        let mut claims = jws.claims;
+        // "nOAuth": where users can set their own email, an unverified one proves nothing. It
+        // is treated as absent for roles, headers and the assertion unless the issuer is
+        // configured to vouch for every email it puts in a token.
+        if !issuer.trust_unverified_email
+            && claims.get("email_verified") != Some(&Value::Bool(true))
+        {
+            claims.remove("email");
+        }
+        let role_set = self.roles.roles_for(&claims);
+        let identity = self.identity(issuer, &claims, checked, role_set, kid, alg);
         Ok((identity, index, snapshot.epoch))
     }
 
@@ -478,6 +510,9 @@ impl Engine {
             fp.update(&(role.len() as u64).to_be_bytes());
             fp.update(role.as_bytes());
         }
+        // The assertion's exp is capped by the token's, so a cached one is only reused for
+        // tokens expiring at the same time.
+        fp.update(&checked.exp.to_be_bytes());
         let mut fingerprint = [0u8; 32];
         fingerprint.copy_from_slice(fp.finish().as_ref());
 
@@ -576,6 +611,16 @@ fn compile_issuer(
         leeway: ic.leeway_secs.unwrap_or(60),
         max_lifetime: ic.max_lifetime_secs.unwrap_or(86_400),
     };
+    for (field, value) in [
+        ("kid_miss_cooldown", ic.kid_miss_cooldown_secs),
+        ("refresh_min", ic.refresh_min_secs),
+        ("refresh_max", ic.refresh_max_secs),
+    ] {
+        if value == Some(0) {
+            // Zero would let a stream of unknown kids drive back-to-back fetches.
+            return Err(ConfigError::new(at(field), "must be at least 1s"));
+        }
+    }
     if policy.leeway > 600 {
         return Err(ConfigError::new(at("leeway"), "must be at most 10m"));
     }
@@ -632,6 +677,7 @@ fn compile_issuer(
         }
     };
     Ok(Issuer {
+        trust_unverified_email: ic.trust_unverified_email,
         name: ic.issuer.as_str().into(),
         algs,
         policy,

@@ -9,8 +9,8 @@
 //!   yet or its `kid` is unknown, and never longer than the fetch timeout.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde::Deserialize;
@@ -108,6 +108,8 @@ pub(crate) struct IssuerKeys {
     current: RwLock<Arc<Snapshot>>,
     schedule: Mutex<Schedule>,
     fetched: Condvar,
+    /// Requests currently waiting for a fetch (bounded by `MAX_WAITERS`).
+    waiters: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -117,6 +119,28 @@ struct Remote {
     fetcher: Arc<dyn KeyFetcher>,
     clock: Arc<dyn Clock>,
     stats: Arc<FetchStats>,
+}
+
+/// Most requests that may wait at once for one issuer's fetch.
+const MAX_WAITERS: usize = 32;
+
+/// A place among the waiters, given back on drop.
+struct WaiterSlot<'a>(&'a AtomicUsize);
+
+impl<'a> WaiterSlot<'a> {
+    fn take(waiters: &'a AtomicUsize) -> Option<Self> {
+        if waiters.fetch_add(1, Ordering::AcqRel) >= MAX_WAITERS {
+            waiters.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(waiters))
+    }
+}
+
+impl Drop for WaiterSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Why no usable key snapshot could be had.
@@ -136,6 +160,7 @@ impl IssuerKeys {
             })),
             schedule: Mutex::new(Schedule::default()),
             fetched: Condvar::new(),
+            waiters: AtomicUsize::new(0),
         }
     }
 
@@ -160,6 +185,7 @@ impl IssuerKeys {
             current: RwLock::new(Arc::new(Snapshot::default())),
             schedule: Mutex::new(Schedule::default()),
             fetched: Condvar::new(),
+            waiters: AtomicUsize::new(0),
         }
     }
 
@@ -213,7 +239,8 @@ impl IssuerKeys {
             }
         }
         if snapshot.loaded {
-            // Unknown kid: one fetch per cooldown, whoever asks.
+            // Unknown kid: one fetch per cooldown, whoever asks. A fetch already in flight
+            // (a scheduled refresh) counts as this cooldown's fetch.
             let cooled = schedule
                 .last_kid_miss_fetch
                 .is_none_or(|t| now.saturating_sub(t) >= remote.policy.kid_miss_cooldown);
@@ -224,17 +251,37 @@ impl IssuerKeys {
                     .fetch_add(1, Ordering::Relaxed);
                 return Ok(snapshot);
             }
-            if !schedule.in_flight {
+            if cooled {
                 schedule.last_kid_miss_fetch = Some(now);
             }
         }
         if !schedule.in_flight {
             self.spawn_fetch(&mut schedule, now);
         }
+        // Each waiter is a request thread (a cgo call pins an OS thread): bound how many may
+        // wait, so a flood of unknown kids while the provider is slow cannot exhaust threads.
+        let Some(_slot) = WaiterSlot::take(&self.waiters) else {
+            drop(schedule);
+            remote
+                .stats
+                .kid_miss_refused
+                .fetch_add(1, Ordering::Relaxed);
+            return if snapshot.loaded {
+                Ok(snapshot)
+            } else {
+                Err(Unavailable)
+            };
+        };
         let seen = schedule.completed;
-        let deadline = remote.policy.timeout + Duration::from_millis(250);
+        let fetches = if remote.source == RemoteSource::Discovery {
+            2
+        } else {
+            1
+        };
+        let deadline =
+            Instant::now() + remote.policy.timeout * fetches + Duration::from_millis(250);
         while schedule.completed == seen {
-            if self.fetched.wait_for(&mut schedule, deadline).timed_out() {
+            if self.fetched.wait_until(&mut schedule, deadline).timed_out() {
                 break;
             }
         }
@@ -272,7 +319,9 @@ impl IssuerKeys {
 
     fn fetch_and_install(&self) {
         let Some(remote) = &self.remote else { return };
-        let result = self.fetch(remote);
+        // A panic must not leave `in_flight` set forever (no fetch would ever run again).
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.fetch(remote)))
+            .unwrap_or_else(|_| Err("key fetch panicked".to_owned()));
         let now = remote.clock.now();
         let mut schedule = self.schedule.lock();
         match result {

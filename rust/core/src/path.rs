@@ -9,7 +9,9 @@ use std::borrow::Cow;
 
 /// Percent-decodes the escaped request path for matching. Refuses (with a short reason) what
 /// could make the upstream see a different path than the one we checked: encoded `/`, `\` or
-/// NUL, dot segments (`.`/`..`, also encoded), a backslash, or a path not starting with `/`.
+/// NUL, dot segments (`.`/`..`, also encoded), a backslash, a `;` raw or encoded (servlet
+/// containers strip `;params` per segment, so `/public/..;/admin` is `/admin` to Tomcat), an
+/// encoded `%` (double decoding), or a path not starting with `/`.
 ///
 /// `escaped` is the path as sent (Go's `r.URL.EscapedPath()`), without the query. Returns the
 /// input borrowed when it has no `%` escape, so the common case does not allocate.
@@ -33,6 +35,8 @@ pub(crate) fn normalize(escaped: &str) -> Result<Cow<'_, str>, &'static str> {
                 match hi << 4 | lo {
                     b'/' => return Err("encoded slash in path"),
                     b'\\' => return Err("encoded backslash in path"),
+                    b';' => return Err("semicolon in path"),
+                    b'%' => return Err("encoded percent sign in path"),
                     0 => return Err("NUL in path"),
                     c => {
                         decoded
@@ -48,6 +52,7 @@ pub(crate) fn normalize(escaped: &str) -> Result<Cow<'_, str>, &'static str> {
                 }
             }
             b'\\' => return Err("backslash in path"),
+            b';' => return Err("semicolon in path"),
             0 => return Err("NUL in path"),
             b => b,
         };

@@ -49,7 +49,7 @@ fn base64_pkcs8() -> String {
 fn claims(extra: Value) -> Value {
     let mut c = json!({
         "iss": ISS, "sub": "alice", "aud": "https://api.example.com",
-        "iat": NOW - 10, "exp": NOW + 600, "email": "alice@example.com",
+        "iat": NOW - 10, "exp": NOW + 600, "email": "alice@example.com", "email_verified": true,
     });
     for (k, v) in extra.as_object().unwrap() {
         c[k] = v.clone();
@@ -256,6 +256,101 @@ fn identity_headers_never_carry_control_characters() {
         assert!(d.allowed());
         assert_eq!(header(&d, "X-IAP-Email"), None);
     });
+}
+
+#[test]
+fn unverified_email_is_treated_as_absent() {
+    each_suite(|s| {
+        // "nOAuth": a provider where users set their own email, and a rule granting by domain.
+        let mut c = config(s.signer.kind);
+        c.roles.push(serde_json::from_value(json!({"role": "staff", "when": [{"claim": "email", "op": "suffix", "value": "@example.com"}]})).unwrap());
+        c.allow.push(
+            serde_json::from_value(
+                json!({"role": "staff", "methods": ["GET"], "paths": ["/staff/*"]}),
+            )
+            .unwrap(),
+        );
+        let engine = Engine::with_parts(&c, s.clock.clone(), Arc::new(HttpFetcher::new())).unwrap();
+        let decide = |token: &str| {
+            engine.decide(&Request::new(
+                "GET",
+                "h",
+                "/staff/x",
+                Some(token.as_bytes()),
+            ))
+        };
+
+        for verified in [json!(false), json!("true"), Value::Null] {
+            let mut claims =
+                claims(json!({"email": "ceo@example.com", "email_verified": verified}));
+            if verified.is_null() {
+                claims.as_object_mut().unwrap().remove("email_verified");
+            }
+            let d = decide(&s.signer.sign(&s.signer.header("k1"), &claims));
+            assert_eq!(d.status(), 403, "email_verified={verified}: {}", d.reason);
+            assert_eq!(d.identity.as_ref().unwrap().email, None);
+        }
+        let d = decide(&s.token(json!({"email": "ceo@example.com"})));
+        assert!(d.allowed(), "verified email grants staff: {}", d.reason);
+
+        // An issuer configured to vouch for every email it issues.
+        c.issuers[0].trust_unverified_email = true;
+        let engine = Engine::with_parts(&c, s.clock.clone(), Arc::new(HttpFetcher::new())).unwrap();
+        let token = s.token(json!({"email": "ceo@example.com", "email_verified": false}));
+        let d = engine.decide(&Request::new(
+            "GET",
+            "h",
+            "/staff/x",
+            Some(token.as_bytes()),
+        ));
+        assert!(d.allowed());
+        assert_eq!(header(&d, "X-IAP-Email"), Some("ceo@example.com"));
+    });
+}
+
+#[test]
+fn assertion_never_outlives_the_token() {
+    let s = Suite::new(KeyKind::Es256);
+    let token = s.token(json!({"groups": ["db-readers"], "exp": NOW + 42}));
+    let d = s.decide("GET", "/items/1", Some(&token));
+    let jws = caddy_iap_core::danger::parse_compact(
+        header(&d, "X-IAP-Assertion").unwrap().as_bytes(),
+        8192,
+    )
+    .unwrap();
+    assert_eq!(jws.claims["exp"], NOW + 42);
+
+    // A later token of the same person with a longer life gets its own, longer assertion.
+    let later = s.token(json!({"groups": ["db-readers"], "exp": NOW + 600}));
+    let d = s.decide("GET", "/items/1", Some(&later));
+    let jws = caddy_iap_core::danger::parse_compact(
+        header(&d, "X-IAP-Assertion").unwrap().as_bytes(),
+        8192,
+    )
+    .unwrap();
+    assert_eq!(jws.claims["exp"], NOW + 300);
+}
+
+#[test]
+fn default_header_names_stay_owned_when_renamed() {
+    let mut c = config(KeyKind::Es256);
+    c.headers = serde_json::from_value(
+        json!({"user": "X-Remote-User", "email": "", "roles": "X-IAP-Roles"}),
+    )
+    .unwrap();
+    c.assertion = None;
+    let engine = Engine::new(&c).unwrap();
+    let names: Vec<&str> = engine.strip_headers().iter().map(|h| &**h).collect();
+    assert_eq!(
+        names,
+        [
+            "X-Remote-User",
+            "X-IAP-Roles",
+            "X-IAP-User",
+            "X-IAP-Email",
+            "X-IAP-Assertion"
+        ]
+    );
 }
 
 #[test]

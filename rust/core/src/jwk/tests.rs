@@ -715,3 +715,16 @@ fn wycheproof_pem_and_jwk_forms_give_the_same_key() {
     }
     assert!(compared > 150, "{compared}");
 }
+
+#[test]
+fn small_order_ed25519_keys_are_refused() {
+    // The identity point: with it ring accepts R = identity, S = 0 over any message.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let mut signed_identity = identity;
+    signed_identity[31] |= 0x80;
+    for x in [identity, signed_identity, [0u8; 32]] {
+        let jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": B64.encode(x)});
+        assert!(skip_reason(&jwk).contains("small-order"), "{x:?}");
+    }
+}

@@ -24,6 +24,8 @@ impl Clock for ManualClock {
 struct FakeNetwork {
     bodies: Mutex<HashMap<String, Result<Vec<u8>, FetchError>>>,
     hits: AtomicUsize,
+    /// Extra time each fetch takes (a slow provider).
+    delay: Mutex<Duration>,
 }
 
 impl FakeNetwork {
@@ -39,7 +41,7 @@ impl KeyFetcher for FakeNetwork {
     fn get(&self, url: &str, _: Duration, _: usize) -> Result<FetchResponse, FetchError> {
         self.hits.fetch_add(1, Ordering::SeqCst);
         // Make concurrent callers overlap with the fetch.
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20) + *self.delay.lock());
         let body = self
             .bodies
             .lock()
@@ -254,6 +256,46 @@ fn discovery_issuer_must_match_byte_for_byte() {
     );
     clock.0.store(31, Ordering::SeqCst);
     assert!(keys.lookup(Some("a"), Alg::ES256).is_ok());
+}
+
+#[test]
+fn a_slow_provider_holds_at_most_max_waiters_requests() {
+    let net = Arc::new(FakeNetwork::default());
+    net.serve(JWKS_URL, Ok(jwks(&[&ec_jwk("a")])));
+    let clock = Arc::new(ManualClock::default());
+    let keys = remote(&net, &clock, RemoteSource::JwksUrl(JWKS_URL.into()));
+    keys.lookup(Some("a"), Alg::ES256).unwrap();
+
+    *net.delay.lock() = Duration::from_millis(1500);
+    clock.0.store(1_000, Ordering::SeqCst);
+    let started = Instant::now();
+    let threads: Vec<_> = (0..200)
+        .map(|i| {
+            let keys = keys.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let kid = format!("random-{i}");
+                let snap = keys.lookup(Some(&kid), Alg::ES256).unwrap();
+                assert_eq!(
+                    snap.candidates(Some("a"), Alg::ES256).count(),
+                    1,
+                    "known keys stay"
+                );
+                t.elapsed()
+            })
+        })
+        .collect();
+    let waited = threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .filter(|d| *d > Duration::from_millis(500))
+        .count();
+    assert!(
+        waited <= MAX_WAITERS,
+        "{waited} requests waited on one slow fetch"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(net.hits(), 2, "one kid-miss fetch for the whole flood");
 }
 
 #[test]
