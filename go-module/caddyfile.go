@@ -19,6 +19,7 @@ import (
 //	        jwks_url <url> | jwks_file <path> | pem_file <path> [<path>...]
 //	        algorithms <alg> [<alg>...]
 //	        leeway|max_lifetime|kid_miss_cooldown|refresh_min|refresh_max|fetch_timeout <duration>
+//	        trust_unverified_email
 //	    }
 //	    role <name> claim <claim> <op> <value> [claim <claim> <op> <value>...]
 //	    role <name> {
@@ -37,6 +38,7 @@ import (
 //	        user|email|roles <name>|off
 //	    }
 //	    token_source bearer | header <name> | cookie <name>
+//	    pass_token
 //	    cache_size <n>
 //	    max_token_size <bytes>
 //	    audit
@@ -170,6 +172,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.MaxTokenSize = n
 
+		case "pass_token":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if h.PassToken {
+				return d.Err("pass_token is set twice")
+			}
+			h.PassToken = true
+
 		case "audit":
 			if d.NextArg() {
 				return d.ArgErr()
@@ -266,6 +277,11 @@ func parseIssuer(d *caddyfile.Dispenser) (Issuer, error) {
 			if err := durationArg(d, &iss.FetchTimeout); err != nil {
 				return iss, err
 			}
+		case "trust_unverified_email":
+			if d.NextArg() {
+				return iss, d.ArgErr()
+			}
+			iss.TrustUnverifiedEmail = true
 		default:
 			return iss, d.Errf("unknown issuer subdirective %q", sub)
 		}

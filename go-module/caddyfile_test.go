@@ -167,6 +167,10 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"cache_size bad", "\t\tissuer https://idp {\n\t\t\taudience a\n\t\t}\n\t\tcache_size lots\n", `cache_size: "lots" is not a non-negative integer, at Caddyfile:6`},
 		{"cache_size negative", "\t\tissuer https://idp {\n\t\t\taudience a\n\t\t}\n\t\tcache_size -1\n", `cache_size: "-1" is not a non-negative integer`},
 		{"max_token_size zero", "\t\tissuer https://idp {\n\t\t\taudience a\n\t\t}\n\t\tmax_token_size 0\n", `max_token_size must be positive, at Caddyfile:6`},
+		{"pass_token with arg", "\t\tissuer https://idp {\n\t\t\taudience a\n\t\t}\n\t\tpass_token yes\n", `wrong argument count or unexpected line ending after 'yes', at Caddyfile:6`},
+		{"pass_token twice", "\t\tissuer https://idp {\n\t\t\taudience a\n\t\t}\n\t\tpass_token\n\t\tpass_token\n", `pass_token is set twice, at Caddyfile:7`},
+		{"trust_unverified_email with arg", "\t\tissuer https://idp {\n\t\t\taudience a\n\t\t\ttrust_unverified_email true\n\t\t}\n", `wrong argument count or unexpected line ending after 'true', at Caddyfile:5`},
+		{"trust_unverified_email twice", "\t\tissuer https://idp {\n\t\t\taudience a\n\t\t\ttrust_unverified_email\n\t\t\ttrust_unverified_email\n\t\t}\n", `trust_unverified_email is set twice, at Caddyfile:6`},
 		{"audit with arg", "\t\tissuer https://idp {\n\t\t\taudience a\n\t\t}\n\t\taudit yes\n", `wrong argument count or unexpected line ending after 'yes', at Caddyfile:6`},
 		{"directive args", "", `wrong argument count`},
 	}

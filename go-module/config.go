@@ -22,16 +22,17 @@ type (
 		MaxTokenBytes int              `json:"max_token_bytes,omitempty"`
 	}
 	engineIssuer struct {
-		Issuer              string   `json:"issuer"`
-		Audiences           []string `json:"audiences"`
-		Keys                any      `json:"keys"` // "discovery" or a one-key object
-		Algorithms          []string `json:"algorithms,omitempty"`
-		LeewaySecs          *uint64  `json:"leeway_secs,omitempty"`
-		MaxLifetimeSecs     *uint64  `json:"max_lifetime_secs,omitempty"`
-		KidMissCooldownSecs *uint64  `json:"kid_miss_cooldown_secs,omitempty"`
-		RefreshMinSecs      *uint64  `json:"refresh_min_secs,omitempty"`
-		RefreshMaxSecs      *uint64  `json:"refresh_max_secs,omitempty"`
-		FetchTimeoutMS      *uint64  `json:"fetch_timeout_ms,omitempty"`
+		Issuer               string   `json:"issuer"`
+		Audiences            []string `json:"audiences"`
+		Keys                 any      `json:"keys"` // "discovery" or a one-key object
+		Algorithms           []string `json:"algorithms,omitempty"`
+		LeewaySecs           *uint64  `json:"leeway_secs,omitempty"`
+		MaxLifetimeSecs      *uint64  `json:"max_lifetime_secs,omitempty"`
+		KidMissCooldownSecs  *uint64  `json:"kid_miss_cooldown_secs,omitempty"`
+		RefreshMinSecs       *uint64  `json:"refresh_min_secs,omitempty"`
+		RefreshMaxSecs       *uint64  `json:"refresh_max_secs,omitempty"`
+		FetchTimeoutMS       *uint64  `json:"fetch_timeout_ms,omitempty"`
+		TrustUnverifiedEmail bool     `json:"trust_unverified_email,omitempty"`
 	}
 	engineRole struct {
 		Role string           `json:"role"`
@@ -74,16 +75,17 @@ func (h *Handler) engineJSON(readFile func(string) ([]byte, error), signingKeys 
 			return nil, fmt.Errorf("issuer %q: %w", iss.Issuer, err)
 		}
 		cfg.Issuers = append(cfg.Issuers, engineIssuer{
-			Issuer:              iss.Issuer,
-			Audiences:           iss.Audiences,
-			Keys:                keys,
-			Algorithms:          iss.Algorithms,
-			LeewaySecs:          ceilUnit(iss.Leeway, time.Second),
-			MaxLifetimeSecs:     ceilUnit(iss.MaxLifetime, time.Second),
-			KidMissCooldownSecs: ceilUnit(iss.KidMissCooldown, time.Second),
-			RefreshMinSecs:      ceilUnit(iss.RefreshMin, time.Second),
-			RefreshMaxSecs:      ceilUnit(iss.RefreshMax, time.Second),
-			FetchTimeoutMS:      ceilUnit(iss.FetchTimeout, time.Millisecond),
+			Issuer:               iss.Issuer,
+			Audiences:            iss.Audiences,
+			Keys:                 keys,
+			Algorithms:           iss.Algorithms,
+			LeewaySecs:           ceilUnit(iss.Leeway, time.Second),
+			MaxLifetimeSecs:      ceilUnit(iss.MaxLifetime, time.Second),
+			KidMissCooldownSecs:  ceilUnit(iss.KidMissCooldown, time.Second),
+			RefreshMinSecs:       ceilUnit(iss.RefreshMin, time.Second),
+			RefreshMaxSecs:       ceilUnit(iss.RefreshMax, time.Second),
+			FetchTimeoutMS:       ceilUnit(iss.FetchTimeout, time.Millisecond),
+			TrustUnverifiedEmail: iss.TrustUnverifiedEmail,
 		})
 	}
 	for _, r := range h.Roles {

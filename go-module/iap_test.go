@@ -151,11 +151,24 @@ func (e *e2e) do(t *testing.T, method, path string, header http.Header) (*http.R
 }
 
 func (e *e2e) token(sub string, groups ...string) string {
+	return e.tokenWith(map[string]any{"sub": sub, "groups": groups})
+}
+
+// tokenWith signs claims over defaults: a verified email made of the subject, valid for 5m.
+func (e *e2e) tokenWith(claims map[string]any) string {
 	now := time.Now().Unix()
-	return e.key.Sign(map[string]any{
-		"iss": testIssuer, "aud": "api", "sub": sub, "email": sub + "@example.com",
-		"groups": groups, "iat": now, "exp": now + 300,
-	})
+	c := map[string]any{
+		"iss": testIssuer, "aud": "api", "email": fmt.Sprint(claims["sub"], "@example.com"),
+		"email_verified": true, "iat": now, "exp": now + 300,
+	}
+	for k, v := range claims {
+		if v == nil {
+			delete(c, k) // nil: leave the claim out
+		} else {
+			c[k] = v
+		}
+	}
+	return e.key.Sign(c)
 }
 
 func bearer(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
@@ -215,7 +228,47 @@ func TestCaddyEndToEnd(t *testing.T) {
 		if claims["sub"] != "alice" || claims["aud"] != "https://upstream.test" {
 			t.Errorf("assertion claims %v", claims)
 		}
+		if v, ok := got["Authorization"]; ok {
+			t.Errorf("the caller's token reached the upstream: %q", v)
+		}
 	})
+
+	t.Run("Connection cannot remove identity headers", func(t *testing.T) {
+		h := bearer(e.token("alice", "readers"))
+		h.Set("Connection", "keep-alive, X-IAP-User, x-iap-assertion, X-Iap-Roles")
+		resp, body := e.do(t, "GET", "/items/42", h)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+		got := e.upstream.last(t)
+		for _, name := range []string{"X-Iap-User", "X-Iap-Roles", "X-Iap-Assertion"} {
+			if len(got.Values(name)) != 1 {
+				t.Errorf("upstream %s = %q: the client's Connection header removed it", name, got.Values(name))
+			}
+		}
+	})
+
+	// The engine uses `email` only when `email_verified` is JSON true ("nOAuth").
+	for _, verified := range []any{false, "true", nil} {
+		t.Run(fmt.Sprintf("email_verified %#v", verified), func(t *testing.T) {
+			claims := map[string]any{"sub": "carol", "groups": []string{"readers"}, "email": "ceo@example.com", "email_verified": verified}
+			resp, body := e.do(t, "GET", "/items/42", bearer(e.tokenWith(claims)))
+			if resp.StatusCode != 200 {
+				t.Fatalf("%d %s", resp.StatusCode, body)
+			}
+			got := e.upstream.last(t)
+			if v, ok := got["X-Iap-Email"]; ok {
+				t.Errorf("unverified email forwarded: %q", v)
+			}
+			claimsOut, err := testjwt.VerifyES256(got.Get("X-Iap-Assertion"), jwks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v, ok := claimsOut["email"]; ok {
+				t.Errorf("unverified email in the assertion: %v", v)
+			}
+		})
+	}
 
 	denials := []struct {
 		name, method string
@@ -338,6 +391,7 @@ func TestEngineAcceptsEveryOption(t *testing.T) {
 	issuer https://url.idp.test {
 		audience a
 		jwks_url https://url.idp.test/keys
+		trust_unverified_email
 	}
 	issuer https://file.idp.test {
 		audience a
@@ -368,6 +422,7 @@ func TestEngineAcceptsEveryOption(t *testing.T) {
 	}
 	cache_size 100
 	max_token_size 4096
+	pass_token
 }`, jwks, pemFile))
 	cfg, err := h.engineJSON(os.ReadFile, []string{signingKey})
 	if err != nil {

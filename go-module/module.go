@@ -95,6 +95,11 @@ type Handler struct {
 	// Longest token accepted, in bytes. Default 8192.
 	MaxTokenSize int `json:"max_token_size,omitempty"`
 
+	// Pass the caller's token on to the upstream. By default it is removed from an allowed
+	// request before it goes on: the `Authorization` header of a bearer token, a token
+	// source's header, a token source's cookie (other cookies are kept).
+	PassToken bool `json:"pass_token,omitempty"`
+
 	// Log every allowed request at info level (denials always are); default is debug.
 	Audit bool `json:"audit,omitempty"`
 
@@ -146,6 +151,12 @@ type Issuer struct {
 
 	// Timeout of one key fetch. Default 5s. Rounded up to whole milliseconds.
 	FetchTimeout caddy.Duration `json:"fetch_timeout,omitempty"`
+
+	// Use the token's `email` even when `email_verified` is not `true`. Off by default: an
+	// unverified email is treated as absent (no role rule on `email` matches it, no email
+	// header, no `email` in the assertion), because many issuers let users set any email.
+	// Only for an issuer whose emails are all verified but which does not say so.
+	TrustUnverifiedEmail bool `json:"trust_unverified_email,omitempty"`
 }
 
 // RoleRule grants a role when all its conditions hold.
@@ -220,7 +231,7 @@ type HeaderNames struct {
 // TokenSource is one place a token is read from.
 type TokenSource struct {
 	// `bearer` (exactly one `Authorization: Bearer <token>` header), `header` (the named
-	// header's whole value) or `cookie` (the named cookie).
+	// header's whole value, sent once) or `cookie` (the named cookie, sent once).
 	Kind string `json:"kind,omitempty"`
 
 	// The header or cookie name; not used with `bearer`.

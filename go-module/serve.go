@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"time"
@@ -21,7 +22,8 @@ import (
 var errAmbiguous = errors.New("ambiguous credentials")
 
 // ServeHTTP decides the request with the engine and applies the decision: headers the engine
-// owns are removed from every request; an allowed request gets the engine's headers and the
+// owns are removed from every request, and so are the `Connection` tokens naming them; an
+// allowed request loses its token (unless pass_token), gets the engine's headers and the
 // `{http.auth.user.*}` placeholders and goes on to next; a denied one becomes a handler error
 // for `handle_errors`.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
@@ -36,6 +38,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// happens next: even a refused request can reach an upstream through a handle_errors route.
 	// The list was read from the engine at Provision; each decision repeats it below.
 	stripHeaders(r.Header, h.owned)
+	// A client's `Connection` header may name them too: a proxy (Caddy's reverse_proxy) removes
+	// the headers it names after this handler has set them.
+	scrubConnection(r.Header, h.owned)
 
 	token, err := h.token(r)
 	if err != nil {
@@ -69,6 +74,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	// The decision's own list is the authority (the same headers, normally).
 	stripHeaders(r.Header, d.StripHeaders)
+	scrubConnection(r.Header, d.StripHeaders)
 
 	if !d.Allowed {
 		h.metrics.decision(resultDeny, d.ReasonLabel(), took)
@@ -76,8 +82,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	h.metrics.decision(resultAllow, d.ReasonLabel(), took)
 
+	if !h.PassToken {
+		// The caller's token is for us, not the upstream: an upstream that got it could replay it.
+		h.removeToken(r.Header)
+	}
 	for _, hd := range d.SetHeaders {
 		r.Header.Set(hd.Name, hd.Value)
+	}
+	if len(r.Header.Values("Connection")) > 0 {
+		set := make([]string, len(d.SetHeaders))
+		for i, hd := range d.SetHeaders {
+			set[i] = hd.Name
+		}
+		scrubConnection(r.Header, set)
 	}
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		setUserPlaceholders(repl, &d)
@@ -141,7 +158,7 @@ func (h *Handler) serveJWKS(w http.ResponseWriter, r *http.Request) error {
 }
 
 // token reads the token from the configured sources, in order; "" when none holds one. It
-// fails when a source is ambiguous (the same header sent twice).
+// fails when a source is ambiguous (the same header, or two cookies of the same name).
 func (h *Handler) token(r *http.Request) (string, error) {
 	for _, src := range h.sources {
 		switch src.Kind {
@@ -166,7 +183,11 @@ func (h *Handler) token(r *http.Request) (string, error) {
 				}
 			}
 		case SourceCookie:
-			// The first cookie of that name: browsers send the most specific path first.
+			// Two cookies of that name are refused rather than one picked: a sibling domain or a
+			// more specific path can add a cookie of the same name (cookie tossing).
+			if n := countCookies(r.Header, src.Name); n > 1 {
+				return "", fmt.Errorf("%w: %d %s cookies", errAmbiguous, n, src.Name)
+			}
 			if c, err := r.Cookie(src.Name); err == nil && c.Value != "" {
 				return c.Value, nil
 			}
@@ -183,6 +204,139 @@ func bearerToken(v string) (string, bool) {
 	}
 	t := strings.Trim(rest, " \t")
 	return t, t != ""
+}
+
+// removeToken deletes what every configured token source holds, whichever of them carried
+// the token: a bearer `Authorization` header, the named header, the named cookie (other
+// cookies stay).
+func (h *Handler) removeToken(hdr http.Header) {
+	for _, src := range h.sources {
+		switch src.Kind {
+		case SourceBearer:
+			// Another scheme (Basic, say) is not a token of ours; an allowed request carries
+			// at most one Authorization header.
+			for _, v := range hdr.Values("Authorization") {
+				if scheme, _, _ := strings.Cut(v, " "); strings.EqualFold(scheme, "Bearer") {
+					hdr.Del("Authorization")
+					break
+				}
+			}
+		case SourceHeader:
+			hdr.Del(src.Name)
+		case SourceCookie:
+			removeCookie(hdr, src.Name)
+		}
+	}
+}
+
+// cookieParts calls fn with each `name=value` part of one Cookie header line, split and
+// trimmed the way net/http reads cookies, and the part's name.
+func cookieParts(line string, fn func(part, name string)) {
+	for part := range strings.SplitSeq(line, ";") {
+		part = textproto.TrimString(part)
+		if part == "" {
+			continue
+		}
+		name, _, _ := strings.Cut(part, "=")
+		fn(part, textproto.TrimString(name))
+	}
+}
+
+// countCookies counts the cookies named name (case-sensitive, as net/http matches them),
+// whatever their values.
+func countCookies(hdr http.Header, name string) int {
+	n := 0
+	for _, line := range hdr.Values("Cookie") {
+		cookieParts(line, func(_, nm string) {
+			if nm == name {
+				n++
+			}
+		})
+	}
+	return n
+}
+
+// removeCookie removes every cookie named name from the Cookie header lines. Lines without
+// one are kept byte for byte; a line left empty is dropped, and the header with it.
+func removeCookie(hdr http.Header, name string) {
+	if countCookies(hdr, name) == 0 {
+		return
+	}
+	lines := hdr.Values("Cookie")
+	kept := make([]string, 0, len(lines))
+	for _, line := range lines {
+		var parts []string
+		removed := false
+		cookieParts(line, func(part, nm string) {
+			if nm == name {
+				removed = true
+			} else {
+				parts = append(parts, part)
+			}
+		})
+		switch {
+		case !removed:
+			kept = append(kept, line)
+		case len(parts) > 0:
+			kept = append(kept, strings.Join(parts, "; "))
+		}
+	}
+	if len(kept) == 0 {
+		hdr.Del("Cookie")
+		return
+	}
+	hdr["Cookie"] = kept
+}
+
+// scrubConnection removes, from every `Connection` header line, the tokens naming one of
+// names (case-insensitively, as header names compare). Other tokens (keep-alive, Upgrade)
+// stay; a line left empty is dropped, and the header with it. A proxy deletes the headers
+// Connection names (RFC 9110 section 7.6.1) after this handler set them, so a client could
+// otherwise remove the identity headers or the assertion.
+func scrubConnection(hdr http.Header, names []string) {
+	lines := hdr.Values("Connection")
+	if len(lines) == 0 || len(names) == 0 {
+		return
+	}
+	named := func(tok string) bool {
+		for _, n := range names {
+			if strings.EqualFold(tok, n) {
+				return true
+			}
+		}
+		return false
+	}
+	kept := make([]string, 0, len(lines))
+	changed := false
+	for _, line := range lines {
+		var toks []string
+		removed := false
+		for tok := range strings.SplitSeq(line, ",") {
+			tok = textproto.TrimString(tok)
+			switch {
+			case tok == "":
+			case named(tok):
+				removed = true
+			default:
+				toks = append(toks, tok)
+			}
+		}
+		switch {
+		case !removed:
+			kept = append(kept, line)
+		case len(toks) > 0:
+			kept = append(kept, strings.Join(toks, ", "))
+		}
+		changed = changed || removed
+	}
+	if !changed {
+		return
+	}
+	if len(kept) == 0 {
+		hdr.Del("Connection")
+		return
+	}
+	hdr["Connection"] = kept
 }
 
 // stripHeaders deletes every listed header.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -268,6 +269,247 @@ func TestServeAmbiguousAuthorization(t *testing.T) {
 	}
 }
 
+func TestServeAmbiguousCookie(t *testing.T) {
+	f := &fakeEngine{decide: allowAlice}
+	h, logs := newTestHandler(t, &Handler{TokenSources: []TokenSource{{Kind: SourceCookie, Name: "session"}}}, f)
+	r, _ := newRequest("GET", "/")
+	// The site's cookie, and one tossed in by a sibling domain or for a more specific path.
+	r.Header.Set("Cookie", "session=attacker.token.sig; session=victim.token.sig")
+	next := &recordingNext{}
+	err := h.ServeHTTP(httptest.NewRecorder(), r, next)
+	if got := handlerStatus(t, err); got != 400 {
+		t.Errorf("status %d, want 400", got)
+	}
+	if next.called || len(f.calls) != 0 {
+		t.Error("a request with two token cookies must not be decided or passed on")
+	}
+	if e := logs.FilterMessage("request denied").All(); len(e) != 1 || e[0].ContextMap()["reason_code"] != "bad_request" {
+		t.Errorf("want one bad_request denial log, got %v", logs.All())
+	}
+	assertNoToken(t, logs, "victim.token.sig")
+	assertNoToken(t, logs, "attacker.token.sig")
+}
+
+func TestServeRemovesToken(t *testing.T) {
+	bearer := TokenSource{Kind: SourceBearer}
+	header := TokenSource{Kind: SourceHeader, Name: "X-Access-Token"}
+	cookie := TokenSource{Kind: SourceCookie, Name: "session"}
+	tests := []struct {
+		name    string
+		sources []TokenSource
+		pass    bool
+		setup   func(http.Header)
+		check   func(*testing.T, http.Header)
+	}{
+		{"bearer", nil, false, func(h http.Header) {
+			h.Set("Authorization", "Bearer tok.en.sig")
+		}, func(t *testing.T, h http.Header) {
+			if v, ok := h["Authorization"]; ok {
+				t.Errorf("Authorization reached the upstream: %q", v)
+			}
+		}},
+		{"header", []TokenSource{header}, false, func(h http.Header) {
+			h.Set("X-Access-Token", "tok.en.sig")
+			h.Set("X-Other", "kept")
+		}, func(t *testing.T, h http.Header) {
+			if v, ok := h["X-Access-Token"]; ok {
+				t.Errorf("X-Access-Token reached the upstream: %q", v)
+			}
+			if h.Get("X-Other") != "kept" {
+				t.Error("an unrelated header was removed")
+			}
+		}},
+		{"cookie: only that cookie goes", []TokenSource{cookie}, false, func(h http.Header) {
+			h.Add("Cookie", "theme=dark;  session=tok.en.sig ; lang=\"en\"")
+			h.Add("Cookie", "a=1;b=2") // untouched: kept byte for byte
+		}, func(t *testing.T, h http.Header) {
+			want := []string{`theme=dark; lang="en"`, "a=1;b=2"}
+			if got := h.Values("Cookie"); !slices.Equal(got, want) {
+				t.Errorf("Cookie = %q, want %q", got, want)
+			}
+		}},
+		{"cookie: the header goes when nothing else is in it", []TokenSource{cookie}, false, func(h http.Header) {
+			h.Set("Cookie", "session=tok.en.sig")
+		}, func(t *testing.T, h http.Header) {
+			if v, ok := h["Cookie"]; ok {
+				t.Errorf("Cookie = %q, want none", v)
+			}
+		}},
+		{"cookie: same name in another case is another cookie", []TokenSource{cookie}, false, func(h http.Header) {
+			h.Set("Cookie", "Session=x; session=tok.en.sig; session_id=y")
+		}, func(t *testing.T, h http.Header) {
+			if got := h.Get("Cookie"); got != "Session=x; session_id=y" {
+				t.Errorf("Cookie = %q", got)
+			}
+		}},
+		{"every configured source is cleared", []TokenSource{cookie, header, bearer}, false, func(h http.Header) {
+			h.Set("Cookie", "session=tok.en.sig; other=1")
+			h.Set("X-Access-Token", "second.tok.en")
+			h.Set("Authorization", "bearer third.tok.en")
+		}, func(t *testing.T, h http.Header) {
+			for _, n := range []string{"X-Access-Token", "Authorization"} {
+				if v, ok := h[n]; ok {
+					t.Errorf("%s reached the upstream: %q", n, v)
+				}
+			}
+			if got := h.Get("Cookie"); got != "other=1" {
+				t.Errorf("Cookie = %q", got)
+			}
+		}},
+		{"another Authorization scheme is not a token of ours", []TokenSource{cookie, bearer}, false, func(h http.Header) {
+			h.Set("Cookie", "session=tok.en.sig")
+			h.Set("Authorization", "Basic dXNlcjpwYXNz")
+		}, func(t *testing.T, h http.Header) {
+			if got := h.Get("Authorization"); got != "Basic dXNlcjpwYXNz" {
+				t.Errorf("Authorization = %q", got)
+			}
+		}},
+		{"unconfigured sources are left alone", []TokenSource{cookie}, false, func(h http.Header) {
+			h.Set("Cookie", "session=tok.en.sig")
+			h.Set("Authorization", "Bearer for.the.upstream")
+		}, func(t *testing.T, h http.Header) {
+			if got := h.Get("Authorization"); got != "Bearer for.the.upstream" {
+				t.Errorf("Authorization = %q", got)
+			}
+		}},
+		{"pass_token keeps bearer", nil, true, func(h http.Header) {
+			h.Set("Authorization", "Bearer tok.en.sig")
+		}, func(t *testing.T, h http.Header) {
+			if got := h.Get("Authorization"); got != "Bearer tok.en.sig" {
+				t.Errorf("Authorization = %q", got)
+			}
+		}},
+		{"pass_token keeps header and cookie", []TokenSource{cookie, header}, true, func(h http.Header) {
+			h.Set("Cookie", "a=1; session=tok.en.sig")
+			h.Set("X-Access-Token", "other.tok.en")
+		}, func(t *testing.T, h http.Header) {
+			if got := h.Get("Cookie"); got != "a=1; session=tok.en.sig" {
+				t.Errorf("Cookie = %q", got)
+			}
+			if got := h.Get("X-Access-Token"); got != "other.tok.en" {
+				t.Errorf("X-Access-Token = %q", got)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &fakeEngine{decide: allowAlice}
+			h, _ := newTestHandler(t, &Handler{TokenSources: tt.sources, PassToken: tt.pass}, f)
+			r, repl := newRequest("GET", "/")
+			tt.setup(r.Header)
+			next := &recordingNext{}
+			if err := h.ServeHTTP(httptest.NewRecorder(), r, next); err != nil {
+				t.Fatal(err)
+			}
+			if !next.called {
+				t.Fatal("next not called")
+			}
+			if len(f.calls) != 1 || f.calls[0].Token != "tok.en.sig" {
+				t.Fatalf("engine got %+v, want the token", f.calls)
+			}
+			tt.check(t, next.header)
+			if got, _ := repl.GetString("http.auth.user.id"); got != "alice" {
+				t.Errorf("placeholders not set: %q", got)
+			}
+		})
+	}
+}
+
+// proxyNext is the next handler as a proxy sees the request: it first deletes the headers the
+// Connection header names, as Caddy's reverse_proxy does (removeConnectionHeaders).
+type proxyNext struct{ recordingNext }
+
+func (n *proxyNext) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
+	for _, line := range r.Header.Values("Connection") {
+		for tok := range strings.SplitSeq(line, ",") {
+			if tok = strings.TrimSpace(tok); tok != "" {
+				r.Header.Del(tok)
+			}
+		}
+	}
+	return n.recordingNext.ServeHTTP(w, r)
+}
+
+func TestServeConnectionCannotRemoveIdentityHeaders(t *testing.T) {
+	decide := func(r *ffi.Request) (ffi.Decision, error) {
+		d, _ := allowAlice(r)
+		// A header the decision sets without listing it as owned is protected all the same.
+		d.SetHeaders = append(d.SetHeaders, ffi.Header{Name: "X-Set-Only", Value: "v"})
+		return d, nil
+	}
+	h, _ := newTestHandler(t, &Handler{}, &fakeEngine{decide: decide})
+	r, _ := newRequest("GET", "/")
+	r.Header.Set("Authorization", "Bearer t")
+	r.Header.Add("Connection", "keep-alive, X-IAP-User, x-iap-assertion")
+	r.Header.Add("Connection", "Upgrade,X-Iap-Roles , x-set-only")
+	r.Header.Add("Connection", " X-IAP-Email ,, ")
+	r.Header.Set("X-Hop", "1")
+	r.Header.Add("Connection", "X-Hop")
+	next := &proxyNext{}
+	if err := h.ServeHTTP(httptest.NewRecorder(), r, next); err != nil {
+		t.Fatal(err)
+	}
+	if !next.called {
+		t.Fatal("next not called")
+	}
+	for name, want := range map[string]string{"X-IAP-User": "alice", "X-IAP-Roles": "admin,reader", "X-Set-Only": "v"} {
+		if got := next.header.Get(name); got != want {
+			t.Errorf("%s = %q after the proxy, want %q", name, got, want)
+		}
+	}
+	want := []string{"keep-alive", "Upgrade", "X-Hop"}
+	if got := r.Header.Values("Connection"); !slices.Equal(got, want) {
+		t.Errorf("Connection = %q, want %q", got, want)
+	}
+	if _, ok := next.header["X-Hop"]; ok {
+		t.Error("a header the client named in Connection should still be the proxy's to remove")
+	}
+}
+
+func TestServeConnectionScrubbedOnDenial(t *testing.T) {
+	h, _ := newTestHandler(t, &Handler{}, &fakeEngine{decide: denyWith(401, ffi.ReasonMissingToken, "no token", "Bearer")})
+	r, _ := newRequest("GET", "/")
+	r.Header.Set("Connection", "X-IAP-User, X-IAP-Assertion")
+	if got := handlerStatus(t, h.ServeHTTP(httptest.NewRecorder(), r, &recordingNext{})); got != 401 {
+		t.Errorf("status %d", got)
+	}
+	if v, ok := r.Header["Connection"]; ok {
+		t.Errorf("Connection = %q, want none (handle_errors may proxy the request)", v)
+	}
+}
+
+func TestScrubConnection(t *testing.T) {
+	names := []string{"X-IAP-User", "X-IAP-Assertion"}
+	tests := []struct {
+		name string
+		in   []string
+		want []string // nil: no Connection header
+	}{
+		{"absent", nil, nil},
+		{"nothing named", []string{"keep-alive, Upgrade"}, []string{"keep-alive, Upgrade"}},
+		{"case-insensitive", []string{"x-iap-USER"}, nil},
+		{"others kept", []string{"close,X-IAP-User,Upgrade"}, []string{"close, Upgrade"}},
+		{"per line", []string{"X-IAP-Assertion", "Upgrade", "x-iap-user, te"}, []string{"Upgrade", "te"}},
+		{"prefix is not a match", []string{"X-IAP-User-Extra, X-IAP"}, []string{"X-IAP-User-Extra, X-IAP"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := http.Header{}
+			for _, v := range tt.in {
+				h.Add("Connection", v)
+			}
+			scrubConnection(h, names)
+			got, ok := h["Connection"]
+			if !ok {
+				got = nil
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Connection = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestTokenSources(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -302,6 +544,26 @@ func TestTokenSources(t *testing.T) {
 		{"order: falls through to the next source", []TokenSource{{Kind: SourceCookie, Name: "session"}, {Kind: SourceBearer}}, func(r *http.Request) {
 			r.Header.Set("Authorization", "Bearer b1")
 		}, "b1", false},
+		{"two cookies of the token's name", []TokenSource{{Kind: SourceCookie, Name: "session"}}, func(r *http.Request) {
+			r.Header.Set("Cookie", "session=c1; other=x; session=c2")
+		}, "", true},
+		{"two cookies of the token's name on two lines", []TokenSource{{Kind: SourceCookie, Name: "session"}}, func(r *http.Request) {
+			r.Header.Add("Cookie", "session=c1")
+			r.Header.Add("Cookie", "other=x;session=c2")
+		}, "", true},
+		{"a duplicate cookie counts even when empty", []TokenSource{{Kind: SourceCookie, Name: "session"}}, func(r *http.Request) {
+			r.Header.Set("Cookie", "session=c1; session=")
+		}, "", true},
+		{"cookie names are case-sensitive", []TokenSource{{Kind: SourceCookie, Name: "session"}}, func(r *http.Request) {
+			r.Header.Set("Cookie", "Session=x; session=c1; SESSION=y; session_2=z")
+		}, "c1", false},
+		{"duplicate cookie of another source's name is not ours", []TokenSource{{Kind: SourceBearer}}, func(r *http.Request) {
+			r.Header.Set("Authorization", "Bearer b1")
+			r.Header.Set("Cookie", "session=c1; session=c2")
+		}, "b1", false},
+		{"duplicate cookie in a later source is ambiguous only when reached", []TokenSource{{Kind: SourceBearer}, {Kind: SourceCookie, Name: "session"}}, func(r *http.Request) {
+			r.Header.Set("Cookie", "session=c1; session=c2")
+		}, "", true},
 		{"bearer not configured ignores Authorization", []TokenSource{{Kind: SourceCookie, Name: "session"}}, func(r *http.Request) {
 			r.Header.Add("Authorization", "Bearer a")
 			r.Header.Add("Authorization", "Bearer b")

@@ -43,6 +43,7 @@ OTHER_AUD = "https://other.test"
 # Clients of the test IdP. Each gets its claims in every access token it asks for.
 # reader: RS256 (the IdP's first key), sub overridden.
 # admin: ES256 token, sub is the client id.
+# Every email is verified (email_verified: true), except the one of `unverified`.
 CLIENTS: dict[str, dict] = {
     "reader": {
         "client_secret": "reader-secret",
@@ -50,6 +51,7 @@ CLIENTS: dict[str, dict] = {
         "sub": "user-reader",
         "claims": {
             "email": "reader@example.com",
+            "email_verified": True,
             "name": "Rita Reader",
             "groups": ["readers", "staff"],
             "https://example.com/roles": ["viewer"],
@@ -62,6 +64,7 @@ CLIENTS: dict[str, dict] = {
         "alg": "ES256",
         "claims": {
             "email": "admin@example.com",
+            "email_verified": True,
             "name": "Ada Admin",
             "groups": ["admins", "staff"],
             "https://example.com/roles": ["editor", "viewer"],
@@ -83,7 +86,13 @@ CLIENTS: dict[str, dict] = {
         "client_secret": "shortlived-secret",
         "scope": "items:read",
         "access_token_ttl": 2,
-        "claims": {"email": "short@example.com", "groups": ["readers"]},
+        "claims": {"email": "short@example.com", "email_verified": True, "groups": ["readers"]},
+    },
+    # A reader whose email the IdP has not verified ("nOAuth": anyone could have typed it in):
+    # the email must be ignored unless the issuer has trust_unverified_email.
+    "unverified": {
+        "client_secret": "unverified-secret",
+        "claims": {"email": "ceo@example.com", "email_verified": False, "groups": ["readers"]},
     },
 }
 

@@ -249,3 +249,189 @@ def test_no_token_for_jwks_endpoint_only(idp, upstream, caddy):
     assert site.get("/.well-known/iap/other").status_code == 401
     assert site.get("/").status_code == 401
     assert upstream.count() == 0
+
+
+# --------------------------------------------------------------------------------------------
+# The caller's token stays with Caddy (unless pass_token).
+
+
+def test_bearer_token_is_not_forwarded(idp, upstream, caddy):
+    site = caddy(config(idp))
+    r = site.get("/items/1", idp.token("reader"), headers={"X-Other": "kept"})
+    assert r.status_code == 200, r.text
+    seen = upstream.last()
+    assert seen.all("Authorization") == [], "the caller's token reached the upstream"
+    assert seen.one("X-Other") == "kept"
+    assert seen.one("X-IAP-User") == "user-reader"
+
+
+def test_pass_token_forwards_the_token(idp, upstream, caddy):
+    site = caddy(config(idp, extra="pass_token"))
+    token = idp.token("reader")
+    assert site.get("/items/1", token).status_code == 200
+    assert upstream.last().all("Authorization") == [f"Bearer {token}"]
+
+
+def test_token_from_a_header_is_not_forwarded(idp, upstream, caddy):
+    site = caddy(config(idp, extra="token_source header X-Access-Token"))
+    r = site.get("/items/1", headers={"X-Access-Token": idp.token("reader")})
+    assert r.status_code == 200, r.text
+    seen = upstream.last()
+    assert seen.all("X-Access-Token") == []
+    assert seen.one("X-IAP-User") == "user-reader"
+
+
+@pytest.mark.parametrize("pass_token", [False, True])
+def test_token_cookie_is_removed_and_other_cookies_kept(idp, upstream, caddy, pass_token):
+    site = caddy(config(idp, extra="token_source cookie iap_session" + ("\npass_token" if pass_token else "")))
+    token = idp.token("reader")
+    cookie = f"theme=dark; iap_session={token}; lang=en"
+    status, _, body = raw_request(site.url, "GET", "/items/1", [("Cookie", cookie)])
+    assert status == 200, body
+    seen = upstream.last()
+    assert seen.one("X-IAP-User") == "user-reader"
+    if pass_token:
+        assert seen.all("Cookie") == [cookie]
+    else:
+        assert seen.all("Cookie") == ["theme=dark; lang=en"]
+        assert all(token not in v for _, v in seen.headers), "the token reached the upstream"
+
+
+def test_token_only_cookie_leaves_no_cookie_header(idp, upstream, caddy):
+    site = caddy(config(idp, extra="token_source cookie iap_session"))
+    status, _, body = raw_request(site.url, "GET", "/items/1", [("Cookie", f"iap_session={idp.token('reader')}")])
+    assert status == 200, body
+    assert upstream.last().all("Cookie") == []
+
+
+# --------------------------------------------------------------------------------------------
+# A client's Connection header cannot take the identity headers away.
+
+IDENTITY_HEADERS = ["X-IAP-User", "X-IAP-Email", "X-IAP-Roles", "X-IAP-Assertion"]
+
+
+def test_connection_header_cannot_remove_identity_headers(idp, upstream, caddy):
+    """reverse_proxy deletes the headers a request's Connection header names, after iap has set
+    them; iap must take those names out of Connection first."""
+    site = caddy(config(idp, assertion=f"assertion {{\n\taudience {ASSERTION_AUD}\n}}"))
+    token = idp.token("reader")
+    status, _, body = raw_request(site.url, "GET", "/items/1", [
+        ("Authorization", f"Bearer {token}"),
+        ("Connection", "keep-alive, X-IAP-User, x-iap-assertion"),
+        ("Connection", "X-Iap-Roles,X-IAP-EMAIL"),
+    ])
+    assert status == 200, body
+    seen = upstream.last()
+    assert seen.one("X-IAP-User") == "user-reader"
+    assert seen.one("X-IAP-Email") == "reader@example.com"
+    assert roles_header(seen.one("X-IAP-Roles")) == {"reader"}
+    assert verify_assertion(site, seen.one("X-IAP-Assertion"))["sub"] == "user-reader"
+
+
+def test_connection_upgrade_still_reaches_the_upstream(idp, upstream, caddy):
+    """Only the tokens naming our headers go: an Upgrade request stays one."""
+    site = caddy(config(idp))
+    status, _, body = raw_request(site.url, "GET", "/items/1", [
+        ("Authorization", f"Bearer {idp.token('reader')}"),
+        ("Connection", "Upgrade, X-IAP-User"),
+        ("Upgrade", "websocket"),
+    ])
+    assert status == 200, body
+    seen = upstream.last()
+    assert seen.one("X-IAP-User") == "user-reader"
+    assert seen.one("Upgrade") == "websocket", seen.headers
+    assert "upgrade" in (seen.one("Connection") or "").lower(), seen.headers
+
+
+# --------------------------------------------------------------------------------------------
+# Renamed identity headers: the default names are still the engine's.
+
+# config, headers the upstream must get (a client sends each as "mallory" too), default names
+# that must not reach it whatever the client sent.
+RENAMED = {
+    "user": (
+        "headers {\n\tuser X-Remote-User\n}",
+        {"X-Remote-User": "user-reader", "X-IAP-Email": "reader@example.com"},
+        ["X-IAP-User"],
+    ),
+    "all": (
+        "headers {\n\tuser X-Remote-User\n\temail X-Remote-Email\n\troles X-Remote-Roles\n}\n"
+        f"assertion {{\n\taudience {ASSERTION_AUD}\n\theader X-Remote-Assertion\n}}",
+        {"X-Remote-User": "user-reader", "X-Remote-Email": "reader@example.com", "X-Remote-Roles": "reader"},
+        IDENTITY_HEADERS,
+    ),
+    "off": ("headers {\n\tuser off\n\temail off\n\troles off\n}", {}, IDENTITY_HEADERS),
+}
+
+
+@pytest.mark.parametrize("which", list(RENAMED))
+def test_default_identity_headers_stripped_when_renamed(idp, upstream, caddy, which):
+    extra, expected, absent = RENAMED[which]
+    site = caddy(config(idp, extra=extra))
+    status, _, body = raw_request(site.url, "GET", "/items/1", [
+        ("Authorization", f"Bearer {idp.token('reader')}"),
+        *SPOOFED,
+        *[(name, "mallory") for name in expected if not name.startswith("X-IAP-")],
+    ])
+    assert status == 200, body
+    seen = upstream.last()
+    for name in absent:
+        assert seen.all(name) == [], f"a client-sent {name} reached the upstream ({which} renamed)"
+    for name, value in expected.items():
+        assert seen.all(name) == [value], f"{name}: {seen.all(name)}"
+    assert b"mallory" not in body
+    if which == "all":
+        assert verify_assertion(site, seen.one("X-Remote-Assertion"))["sub"] == "user-reader"
+
+
+# --------------------------------------------------------------------------------------------
+# Unverified email ("nOAuth"): an email is used only when email_verified is true.
+
+STAFF = """
+role staff claim email suffix @example.com
+allow staff GET /staff/*
+"""
+ASSERTION = f"assertion {{\n\taudience {ASSERTION_AUD}\n}}"
+
+
+def test_unverified_email_is_ignored(idp, upstream, caddy):
+    site = caddy(config(idp, assertion=ASSERTION, extra=STAFF))
+    token = idp.token("unverified")
+    assert unverified_claims(token)["email_verified"] is False
+
+    # The token is good and the reader role comes from groups: the request passes, without email.
+    status, _, body = raw_request(site.url, "GET", "/items/1", [
+        ("Authorization", f"Bearer {token}"),
+        ("X-IAP-Email", "ceo@example.com"),
+    ])
+    assert status == 200, body
+    seen = upstream.last()
+    assert seen.one("X-IAP-User") == "unverified"
+    assert seen.all("X-IAP-Email") == [], "an unverified email reached the upstream"
+    assert roles_header(seen.one("X-IAP-Roles")) == {"reader"}, "an unverified email granted a role"
+    claims = verify_assertion(site, seen.one("X-IAP-Assertion"))
+    assert claims["sub"] == "unverified"
+    assert "email" not in claims, f"an unverified email is in the assertion: {claims}"
+
+    # A role rule on email does not match it.
+    upstream.clear()
+    r = site.get("/staff/x", token)
+    assert r.status_code == 403, f"an unverified email granted staff: {r.status_code} {r.text}"
+    assert upstream.count() == 0
+
+    # A verified email from the same issuer still does.
+    r = site.get("/staff/x", idp.token("reader"))
+    assert r.status_code == 200, r.text
+    assert upstream.last().one("X-IAP-Email") == "reader@example.com"
+    assert roles_header(upstream.last().one("X-IAP-Roles")) == {"reader", "staff"}
+
+
+def test_trust_unverified_email(idp, upstream, caddy):
+    site = caddy("\n".join([issuer_block(idp.issuer, "trust_unverified_email"), RULES, ASSERTION, STAFF]))
+    token = idp.token("unverified")
+    assert site.get("/items/1", token).status_code == 200
+    seen = upstream.last()
+    assert seen.one("X-IAP-Email") == "ceo@example.com"
+    assert roles_header(seen.one("X-IAP-Roles")) == {"reader", "staff"}
+    assert verify_assertion(site, seen.one("X-IAP-Assertion"))["email"] == "ceo@example.com"
+    assert site.get("/staff/x", token).status_code == 200

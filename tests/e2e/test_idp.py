@@ -42,6 +42,7 @@ def test_reader_token_claims(idp):
     assert claims["client_id"] == "reader"
     assert claims["scope"] == "items:read"
     assert claims["email"] == "reader@example.com"
+    assert claims["email_verified"] is True
     assert claims["groups"] == ["readers", "staff"]
     assert claims["https://example.com/roles"] == ["viewer"]
     assert claims["realm_access"] == {"roles": ["offline_access", "kc-reader"]}
@@ -109,3 +110,18 @@ def test_stop_makes_the_idp_unreachable(idp_factory):
     p.stop()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{p.issuer}/jwks", timeout=2)
+
+
+def test_unverified_client_says_its_email_is_unverified(idp):
+    """The `unverified` client's token carries an email with email_verified JSON false, which
+    caddy-iap must ignore (test_identity.py)."""
+    claims = verify_with_idp_jwks(idp, idp.token("unverified"))
+    assert claims["email"] == "ceo@example.com"
+    assert claims["email_verified"] is False
+    assert claims["groups"] == ["readers"]
+
+
+@pytest.mark.parametrize("client", [c for c, cfg in CLIENTS.items() if "email" in cfg.get("claims", {})])
+def test_every_email_says_whether_it_is_verified(idp, client):
+    claims = verify_with_idp_jwks(idp, idp.token(client))
+    assert claims["email_verified"] is (client != "unverified"), claims

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from iaplib import OTHER_AUD, b64url, issuer_block, unverified_claims, unverified_header
+from iaplib import OTHER_AUD, b64url, issuer_block, raw_request, unverified_claims, unverified_header
 
 RULES = """
 role reader claim groups contains readers
@@ -192,3 +192,19 @@ def test_signed_by_idp_key_but_bad_claims(idp, site, upstream, case):
     elif case == "aud-list-other":
         claims["aud"] = [OTHER_AUD, "https://third.test"]
     assert_refused(site.get("/items/1", sign(claims, key, "RS256", kid)), 401, upstream)
+
+
+def test_two_token_cookies_are_refused(idp, upstream, caddy):
+    """Cookie tossing: a sibling domain or a more specific path can add a second cookie of the
+    token's name. Which one a server reads first is a guess, so neither is used: 400."""
+    site = caddy(issuer_block(idp.issuer) + "\n" + RULES + "\ntoken_source cookie iap_session")
+    good = idp.token("reader")
+    other = idp.token("admin")
+    for cookies in ([f"iap_session={other}; iap_session={good}"],
+                    [f"iap_session={good}", f"theme=dark; iap_session={other}"]):
+        status, _, body = raw_request(site.url, "GET", "/items/1", [("Cookie", c) for c in cookies])
+        assert status == 400, f"{cookies}: {status} {body!r}"
+    assert upstream.count() == 0
+    # One cookie of that name (and others of other names) is fine.
+    status, _, body = raw_request(site.url, "GET", "/items/1", [("Cookie", f"iap_session_old=x; iap_session={good}")])
+    assert status == 200, body

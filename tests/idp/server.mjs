@@ -17,7 +17,9 @@
 //       "sub": "user-reader",                   // optional: token sub (default: client_id)
 //       "access_token_ttl": 2,                  // optional: seconds (default --ttl, 300)
 //       "alg": "ES256",                         // optional: sign with the first key of this alg
-//       "claims": { "groups": [...], "email": "...", ... }   // extra access token claims
+//       "claims": { "groups": [...], "email": "...", "email_verified": true, ... }
+//                                               // extra access token claims (caddy-iap ignores
+//                                               // an email unless email_verified is true)
 //     }]
 //   }
 //

@@ -56,7 +56,7 @@ func newEngine(t *testing.T, key *testjwt.Key, extra map[string]any) *Engine {
 func claims(sub string, groups ...string) map[string]any {
 	now := time.Now().Unix()
 	return map[string]any{
-		"iss": issuer, "aud": "api", "sub": sub, "email": sub + "@example.com", "name": "Test " + sub,
+		"iss": issuer, "aud": "api", "sub": sub, "email": sub + "@example.com", "email_verified": true, "name": "Test " + sub,
 		"groups": groups, "iat": now, "exp": now + 300, "jti": "jti-" + sub,
 	}
 }
