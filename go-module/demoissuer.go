@@ -4,9 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -24,6 +22,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/caddy-iap/caddy-iap/go-module/internal/es256"
 )
 
 func init() {
@@ -79,7 +79,7 @@ func (d *DemoIssuer) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("iap_demo_issuer: signing key: %v", err)
 	}
 	d.key = key
-	d.kid = demoThumbprint(&key.PublicKey)
+	d.kid = es256.Thumbprint(&key.PublicKey)
 	d.logger.Warn("demo issuer enabled: it signs tokens for any loopback caller; never use it in production",
 		zap.String("issuer", d.Issuer))
 	return nil
@@ -191,43 +191,15 @@ func (d *DemoIssuer) serveToken(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (d *DemoIssuer) sign(claims map[string]any) (string, error) {
-	header, _ := json.Marshal(map[string]string{"alg": "ES256", "typ": "JWT", "kid": d.kid})
-	payload, err := json.Marshal(claims)
-	if err != nil {
-		return "", err
-	}
-	b64 := base64.RawURLEncoding
-	input := b64.EncodeToString(header) + "." + b64.EncodeToString(payload)
-	digest := sha256.Sum256([]byte(input))
-	r, s, err := ecdsa.Sign(rand.Reader, d.key, digest[:])
-	if err != nil {
-		return "", err
-	}
-	sig := make([]byte, 64)
-	r.FillBytes(sig[:32])
-	s.FillBytes(sig[32:])
-	return input + "." + b64.EncodeToString(sig), nil
+	return es256.Sign(d.key, d.kid, claims)
 }
 
 func (d *DemoIssuer) publicJWK() map[string]string {
-	jwk := demoJWKMembers(&d.key.PublicKey)
+	jwk := es256.PublicJWK(&d.key.PublicKey)
 	jwk["kid"] = d.kid
 	jwk["alg"] = "ES256"
 	jwk["use"] = "sig"
 	return jwk
-}
-
-func demoJWKMembers(pub *ecdsa.PublicKey) map[string]string {
-	b64 := base64.RawURLEncoding
-	point, _ := pub.Bytes() // uncompressed: 0x04 || x || y
-	return map[string]string{"crv": "P-256", "kty": "EC", "x": b64.EncodeToString(point[1:33]), "y": b64.EncodeToString(point[33:65])}
-}
-
-// demoThumbprint is the RFC 7638 thumbprint (json.Marshal sorts map keys, as the RFC requires).
-func demoThumbprint(pub *ecdsa.PublicKey) string {
-	canonical, _ := json.Marshal(demoJWKMembers(pub))
-	sum := sha256.Sum256(canonical)
-	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
 func writeJSON(w http.ResponseWriter, v any) error {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-iap/caddy-iap/go-module/internal/es256"
 )
 
 // demoClaims mints a token from the demo issuer's token endpoint and returns its claims.
@@ -21,7 +23,7 @@ func demoClaims(t *testing.T, query string) map[string]any {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &DemoIssuer{Issuer: "http://localhost/demo", Audience: "demo-api", TTL: caddy.Duration(time.Hour), key: key, kid: demoThumbprint(&key.PublicKey)}
+	d := &DemoIssuer{Issuer: "http://localhost/demo", Audience: "demo-api", TTL: caddy.Duration(time.Hour), key: key, kid: es256.Thumbprint(&key.PublicKey)}
 	r := httptest.NewRequest("GET", "/token?"+query, nil)
 	r.RemoteAddr = "127.0.0.1:4321"
 	w := httptest.NewRecorder()

@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
+
+	"github.com/caddy-iap/caddy-iap/go-module/internal/es256"
 )
 
 // Key is an ES256 signing key with a key id.
@@ -44,38 +46,19 @@ func (k *Key) PEM() string {
 
 // JWKS returns a JWKS document holding the public key.
 func (k *Key) JWKS() string {
-	point, err := k.priv.PublicKey.Bytes() // 0x04 || X || Y
-	if err != nil {
-		panic(err)
-	}
-	b, _ := json.Marshal(map[string]any{"keys": []any{map[string]string{
-		"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": k.Kid,
-		"x": b64(point[1:33]), "y": b64(point[33:]),
-	}}})
+	jwk := es256.PublicJWK(&k.priv.PublicKey)
+	jwk["alg"], jwk["use"], jwk["kid"] = "ES256", "sig", k.Kid
+	b, _ := json.Marshal(map[string]any{"keys": []any{jwk}})
 	return string(b)
 }
 
 // Sign returns a compact ES256 JWT with the given claims; the header names k.Kid when set.
 func (k *Key) Sign(claims map[string]any) string {
-	header := map[string]string{"alg": "ES256", "typ": "JWT"}
-	if k.Kid != "" {
-		header["kid"] = k.Kid
-	}
-	h, _ := json.Marshal(header)
-	p, err := json.Marshal(claims)
+	token, err := es256.Sign(k.priv, k.Kid, claims)
 	if err != nil {
 		panic(err)
 	}
-	input := b64(h) + "." + b64(p)
-	digest := sha256.Sum256([]byte(input))
-	r, s, err := ecdsa.Sign(rand.Reader, k.priv, digest[:])
-	if err != nil {
-		panic(err)
-	}
-	sig := make([]byte, 64)
-	r.FillBytes(sig[:32])
-	s.FillBytes(sig[32:])
-	return input + "." + b64(sig)
+	return token
 }
 
 // VerifyES256 checks a compact ES256 JWT against the EC P-256 key with its kid in a JWKS
