@@ -19,7 +19,7 @@ import (
 
 const issuer = "https://idp.test"
 
-func engineConfig(t *testing.T, key *testjwt.Key, extra map[string]any) []byte {
+func engineConfig(t testing.TB, key *testjwt.Key, extra map[string]any) []byte {
 	t.Helper()
 	cfg := map[string]any{
 		"issuers": []any{map[string]any{
@@ -43,7 +43,7 @@ func engineConfig(t *testing.T, key *testjwt.Key, extra map[string]any) []byte {
 	return b
 }
 
-func newEngine(t *testing.T, key *testjwt.Key, extra map[string]any) *Engine {
+func newEngine(t testing.TB, key *testjwt.Key, extra map[string]any) *Engine {
 	t.Helper()
 	e, err := NewEngine(engineConfig(t, key, extra))
 	if err != nil {
@@ -301,4 +301,24 @@ func TestVersion(t *testing.T) {
 	if v := Version(); !strings.HasPrefix(v, "caddy-iap/") {
 		t.Errorf("version %q", v)
 	}
+}
+
+// BenchmarkDecideCached is the cost one request pays on the Go side for a token the engine has
+// seen: the cgo call, the decision copied into Go values, and the free. Compare with the Rust
+// bench ffi/direct_rust_cached for the engine's own share.
+func BenchmarkDecideCached(b *testing.B) {
+	key := testjwt.NewES256("k1")
+	e := newEngine(b, key, nil)
+	req := &Request{Method: "GET", Host: "api.test", Path: "/items/1", Token: key.Sign(claims("alice", "readers"))}
+	if d, err := e.Decide(req); err != nil || !d.Allowed {
+		b.Fatalf("warm-up: %v %+v", err, d)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if d, err := e.Decide(req); err != nil || !d.Allowed {
+				b.Fatal("denied")
+			}
+		}
+	})
 }
