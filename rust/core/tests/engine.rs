@@ -354,6 +354,56 @@ fn default_header_names_stay_owned_when_renamed() {
 }
 
 #[test]
+fn several_issuers_each_with_own_keys_and_scoped_rules() {
+    // Corp (ES256) and a partner (EdDSA) trusted side by side; admin is granted only to corp
+    // tokens, by scoping the rule with `claim iss equals <issuer>`.
+    let partner = "https://partner.example.org";
+    let c: Config = serde_json::from_value(json!({
+        "issuers": [
+            {"issuer": ISS, "audiences": ["https://api.example.com"], "keys": {"pem": [KeyKind::Es256.public_pem()]}},
+            {"issuer": partner, "audiences": ["https://api.example.com"], "keys": {"pem": [KeyKind::EdDsa.public_pem()]}},
+        ],
+        "roles": [
+            {"role": "admin", "when": [
+                {"claim": "iss", "op": "equals", "value": ISS},
+                {"claim": "groups", "op": "contains", "value": "admins"},
+            ]},
+            {"role": "reader", "when": [{"claim": "groups", "op": "contains", "value": "db-readers"}]},
+        ],
+        "allow": [
+            {"role": "admin", "methods": ["*"], "paths": ["*"]},
+            {"role": "reader", "methods": ["GET"], "paths": ["/items/*"]},
+        ],
+    }))
+    .unwrap();
+    let engine = Engine::with_parts(
+        &c,
+        Arc::new(ManualClock::at(NOW)),
+        Arc::new(HttpFetcher::new()),
+    )
+    .unwrap();
+    let decide = |signer: &Signer, iss: &str, path: &str| {
+        let token = signer.sign(
+            &signer.header("k"),
+            &claims(json!({"iss": iss, "groups": ["admins", "db-readers"]})),
+        );
+        engine.decide(&Request::new("DELETE", "h", path, Some(token.as_bytes())))
+    };
+    let (corp, other) = (Signer::new(KeyKind::Es256), Signer::new(KeyKind::EdDsa));
+    assert!(decide(&corp, ISS, "/admin").allowed());
+    let d = decide(&other, partner, "/admin");
+    assert_eq!(
+        d.status(),
+        403,
+        "a partner token naming groups=admins is not a corp admin"
+    );
+    assert_eq!(&*d.identity.unwrap().issuer, partner);
+    // Each issuer's tokens verify only with that issuer's keys.
+    assert_eq!(decide(&other, ISS, "/admin").status(), 401);
+    assert_eq!(decide(&corp, partner, "/admin").status(), 401);
+}
+
+#[test]
 fn strip_list_names_every_owned_header() {
     let s = Suite::new(KeyKind::Es256);
     let names: Vec<&str> = s.engine.strip_headers().iter().map(|h| &**h).collect();
