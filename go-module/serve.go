@@ -36,7 +36,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	// Before anything else, client-sent copies of the headers the engine owns go, whatever
 	// happens next: even a refused request can reach an upstream through a handle_errors route.
-	// The list was read from the engine at Provision; each decision repeats it below.
+	// The list was read from the engine at Provision; it is fixed per engine, so one pass here
+	// covers the whole request.
 	stripHeaders(r.Header, h.owned)
 	// A client's `Connection` header may name them too: a proxy (Caddy's reverse_proxy) removes
 	// the headers it names after this handler has set them.
@@ -72,10 +73,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return caddyhttp.Error(status, err)
 	}
 
-	// The decision's own list is the authority (the same headers, normally).
-	stripHeaders(r.Header, d.StripHeaders)
-	scrubConnection(r.Header, d.StripHeaders)
-
 	if !d.Allowed {
 		h.metrics.decision(resultDeny, d.ReasonLabel(), took)
 		return h.deny(w, &d)
@@ -90,6 +87,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		r.Header.Set(hd.Name, hd.Value)
 	}
 	if len(r.Header.Values("Connection")) > 0 {
+		// Rare; and it keeps every set header safe even if the engine ever sets one it
+		// did not list as owned.
 		set := make([]string, len(d.SetHeaders))
 		for i, hd := range d.SetHeaders {
 			set[i] = hd.Name
