@@ -1,6 +1,7 @@
 package caddyiap
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -107,9 +108,13 @@ func loadOrCreateDemoKey(ctx caddy.Context) (*ecdsa.PrivateKey, error) {
 	if err := storage.Lock(ctx, name); err != nil {
 		return nil, err
 	}
-	defer storage.Unlock(ctx, name)
+	// Unlock even if the config's context is cancelled meanwhile (a lock in Redis or Consul
+	// would otherwise linger).
+	defer storage.Unlock(context.WithoutCancel(ctx), name)
 	if key, err := load(); err == nil {
 		return key, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -127,12 +132,18 @@ func loadOrCreateDemoKey(ctx caddy.Context) (*ecdsa.PrivateKey, error) {
 
 // ServeHTTP serves the demo provider's endpoints and passes anything else on.
 func (d *DemoIssuer) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	switch strings.TrimPrefix(r.URL.Path, d.prefix) {
+	// The escaped path, so /demo%2Ftoken is not /demo/token; paths outside the prefix pass on.
+	rest, ok := strings.CutPrefix(r.URL.EscapedPath(), d.prefix)
+	if !ok {
+		return next.ServeHTTP(w, r)
+	}
+	base := strings.TrimSuffix(d.Issuer, "/")
+	switch rest {
 	case "/.well-known/openid-configuration":
 		return writeJSON(w, map[string]any{
 			"issuer":                                d.Issuer,
-			"jwks_uri":                              d.Issuer + "/jwks.json",
-			"token_endpoint":                        d.Issuer + "/token",
+			"jwks_uri":                              base + "/jwks.json",
+			"token_endpoint":                        base + "/token",
 			"id_token_signing_alg_values_supported": []string{"ES256"},
 		})
 	case "/jwks.json":
@@ -144,9 +155,8 @@ func (d *DemoIssuer) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 }
 
 func (d *DemoIssuer) serveToken(w http.ResponseWriter, r *http.Request) error {
-	host, _, _ := net.SplitHostPort(r.RemoteAddr)
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		return caddyhttp.Error(http.StatusForbidden, errors.New("the demo issuer mints tokens for loopback callers only"))
+	if !localCaller(r) {
+		return caddyhttp.Error(http.StatusForbidden, errors.New("the demo issuer mints tokens for local callers only"))
 	}
 	q := r.URL.Query()
 	now := time.Now().Unix()
@@ -202,6 +212,30 @@ func (d *DemoIssuer) publicJWK() map[string]string {
 	return jwk
 }
 
+// localCaller tells whether a request comes from this machine and was meant for it: a loopback
+// peer (also as Caddy's client IP), a loopback Host (not a DNS-rebound name), and no forwarding
+// header (a tunnel or a proxy on the same host also connects from 127.0.0.1).
+func localCaller(r *http.Request) bool {
+	loopback := func(hostport string) bool {
+		host, _, err := net.SplitHostPort(hostport)
+		if err != nil {
+			host = hostport
+		}
+		host = strings.Trim(host, "[]")
+		ip := net.ParseIP(host)
+		return host == "localhost" || (ip != nil && ip.IsLoopback())
+	}
+	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Real-Ip", "Cf-Connecting-Ip", "True-Client-Ip"} {
+		if r.Header.Get(h) != "" {
+			return false
+		}
+	}
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && !loopback(ip) {
+		return false
+	}
+	return loopback(r.RemoteAddr) && loopback(r.Host)
+}
+
 func writeJSON(w http.ResponseWriter, v any) error {
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(v)
@@ -229,6 +263,9 @@ func (d *DemoIssuer) UnmarshalCaddyfile(disp *caddyfile.Dispenser) error {
 	for disp.NextBlock(0) {
 		switch disp.Val() {
 		case "issuer":
+			if d.Issuer != "" {
+				return disp.Err("issuer is set twice")
+			}
 			if !disp.AllArgs(&d.Issuer) {
 				return disp.ArgErr()
 			}
@@ -242,8 +279,8 @@ func (d *DemoIssuer) UnmarshalCaddyfile(disp *caddyfile.Dispenser) error {
 				return disp.ArgErr()
 			}
 			dur, err := caddy.ParseDuration(s)
-			if err != nil {
-				return disp.Errf("bad ttl %q: %v", s, err)
+			if err != nil || dur <= 0 {
+				return disp.Errf("bad ttl %q: want a positive duration", s)
 			}
 			d.TTL = caddy.Duration(dur)
 		default:

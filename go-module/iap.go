@@ -24,6 +24,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.setDefaults()
+	for _, src := range h.sources {
+		if src.Kind == SourceHeader {
+			// Caddy's access log redacts Authorization and Cookie, not custom headers.
+			h.logger.Warn("tokens in this header appear in Caddy's access log unless filtered: "+
+				"log { format filter { request>headers>"+src.Name+" delete } }",
+				zap.String("token_source_header", src.Name))
+		}
+	}
 
 	var signingKeys []string
 	if h.Assertion != nil {

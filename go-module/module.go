@@ -303,6 +303,9 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("token_sources[%d]: %w", i, err)
 		}
 	}
+	if err := h.validateHeaderUse(); err != nil {
+		return err
+	}
 	if h.CacheSize != nil && *h.CacheSize < 0 {
 		return fmt.Errorf("cache_size: %d is negative", *h.CacheSize)
 	}
@@ -492,6 +495,61 @@ func (n *HeaderNames) validate() error {
 	for _, f := range []struct{ field, name string }{{"user", n.User}, {"email", n.Email}, {"roles", n.Roles}} {
 		if f.name != "" && f.name != off && !httpguts.ValidHeaderFieldName(f.name) {
 			return fmt.Errorf("%s: %q is not a valid header name", f.field, f.name)
+		}
+	}
+	return nil
+}
+
+// reservedHeaders may be neither an identity header nor a token header: setting or stripping
+// them would break the request itself (or, for Authorization and Cookie, strip the token
+// before it is read).
+var reservedHeaders = []string{"Authorization", "Cookie", "Host", "Connection", "Content-Length",
+	"Content-Type", "Transfer-Encoding", "Te", "Upgrade", "Proxy-Authorization"}
+
+// validateHeaderUse refuses header names used for two things at once (user and email both
+// X-A; a token read from a header we strip) and reserved names.
+func (h *Handler) validateHeaderUse() error {
+	type use struct{ what, name string }
+	var uses []use
+	names := HeaderNames{User: "X-IAP-User", Email: "X-IAP-Email", Roles: "X-IAP-Roles"}
+	if h.Headers != nil {
+		names.User = cmp.Or(h.Headers.User, names.User)
+		names.Email = cmp.Or(h.Headers.Email, names.Email)
+		names.Roles = cmp.Or(h.Headers.Roles, names.Roles)
+	}
+	for _, u := range []use{{"headers user", names.User}, {"headers email", names.Email}, {"headers roles", names.Roles}} {
+		if u.name != off {
+			uses = append(uses, u)
+		}
+	}
+	if h.Assertion != nil {
+		if strings.EqualFold(h.Assertion.Header, off) {
+			return errors.New("assertion: header cannot be off; remove the assertion block instead")
+		}
+		uses = append(uses, use{"assertion header", cmp.Or(h.Assertion.Header, "X-IAP-Assertion")})
+	}
+	for _, src := range h.TokenSources {
+		if src.Kind != SourceHeader {
+			continue
+		}
+		// The engine strips the default names even when renamed: a token there is never read.
+		for _, d := range []string{"X-IAP-User", "X-IAP-Email", "X-IAP-Roles", "X-IAP-Assertion"} {
+			if strings.EqualFold(src.Name, d) {
+				return fmt.Errorf("token_source header: %s is an identity header caddy-iap always strips", src.Name)
+			}
+		}
+		uses = append(uses, use{"token_source header", src.Name})
+	}
+	for i, u := range uses {
+		for _, r := range reservedHeaders {
+			if strings.EqualFold(u.name, r) {
+				return fmt.Errorf("%s: %s is reserved", u.what, u.name)
+			}
+		}
+		for _, other := range uses[:i] {
+			if strings.EqualFold(u.name, other.name) {
+				return fmt.Errorf("%s: %s is already used by %s", u.what, u.name, other.what)
+			}
 		}
 	}
 	return nil

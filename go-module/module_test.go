@@ -113,3 +113,31 @@ func TestJSONFieldNames(t *testing.T) {
 		t.Errorf("empty handler marshals to %s", b)
 	}
 }
+
+func TestValidateHeaderUse(t *testing.T) {
+	iss := []Issuer{{Issuer: "https://idp.example.com/", Audiences: []string{"api"}}}
+	for _, tt := range []struct {
+		name string
+		h    Handler
+		want string // "" = valid
+	}{
+		{"defaults", Handler{Issuers: iss, Assertion: &Assertion{Audience: "up"}}, ""},
+		{"user is Authorization", Handler{Issuers: iss, Headers: &HeaderNames{User: "authorization"}}, "reserved"},
+		{"user is Cookie", Handler{Issuers: iss, Headers: &HeaderNames{User: "Cookie"}}, "reserved"},
+		{"user and email collide", Handler{Issuers: iss, Headers: &HeaderNames{User: "X-A", Email: "x-a"}}, "already used"},
+		{"user is the assertion header", Handler{Issuers: iss, Headers: &HeaderNames{User: "X-IAP-Assertion"}, Assertion: &Assertion{Audience: "up"}}, "already used"},
+		{"assertion header off", Handler{Issuers: iss, Assertion: &Assertion{Audience: "up", Header: "off"}}, "cannot be off"},
+		{"assertion header Host", Handler{Issuers: iss, Assertion: &Assertion{Audience: "up", Header: "Host"}}, "reserved"},
+		{"token from an identity header", Handler{Issuers: iss, TokenSources: []TokenSource{{Kind: SourceHeader, Name: "X-IAP-User"}}}, "always strips"},
+		{"token from a renamed default", Handler{Issuers: iss, Headers: &HeaderNames{User: "X-Remote-User"}, TokenSources: []TokenSource{{Kind: SourceHeader, Name: "x-iap-user"}}}, "always strips"},
+		{"token header fine", Handler{Issuers: iss, TokenSources: []TokenSource{{Kind: SourceHeader, Name: "X-Access-Token"}}}, ""},
+	} {
+		err := tt.h.Validate()
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%s: unexpected error %v", tt.name, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%s: error %v, want it to mention %q", tt.name, err, tt.want)
+		}
+	}
+}

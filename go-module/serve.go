@@ -53,6 +53,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
 
+	if !h.PassToken {
+		// The caller's token is for us, not the upstream: an upstream that got it (also a
+		// handle_errors upstream after a denial) could replay it. It is in `token` now.
+		h.removeToken(r.Header)
+	}
+
 	req := ffi.Request{Method: r.Method, Host: r.Host, Path: r.URL.EscapedPath(), Token: token}
 	start := time.Now()
 	d, err := h.engine.Decide(&req)
@@ -79,10 +85,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	h.metrics.decision(resultAllow, d.ReasonLabel(), took)
 
-	if !h.PassToken {
-		// The caller's token is for us, not the upstream: an upstream that got it could replay it.
-		h.removeToken(r.Header)
-	}
 	for _, hd := range d.SetHeaders {
 		r.Header.Set(hd.Name, hd.Value)
 	}

@@ -763,3 +763,22 @@ func toString(v any) string {
 	}
 	return ""
 }
+
+// A denied request can still reach an upstream through handle_errors: it must not carry the
+// caller's token either.
+func TestServeRemovesTokenOnDenial(t *testing.T) {
+	f := &fakeEngine{decide: denyWith(403, ffi.ReasonForbidden, "no allow rule", "")}
+	h, _ := newTestHandler(t, &Handler{}, f)
+	r, _ := newRequest("GET", "/admin")
+	r.Header.Set("Authorization", "Bearer tok.en.sig")
+	err := h.ServeHTTP(httptest.NewRecorder(), r, &recordingNext{})
+	if got := handlerStatus(t, err); got != 403 {
+		t.Fatalf("status %d, want 403", got)
+	}
+	if v, ok := r.Header["Authorization"]; ok {
+		t.Errorf("token left on a denied request: %q", v)
+	}
+	if len(f.calls) != 1 || f.calls[0].Token != "tok.en.sig" {
+		t.Errorf("engine did not get the token: %+v", f.calls)
+	}
+}
