@@ -36,11 +36,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	var signingKeys []string
 	if h.Assertion != nil {
 		alg := h.Assertion.alg()
-		k, err := loadOrCreateSigningKey(ctx, ctx.Storage(), alg, ffi.GenerateSigningKey)
+		keys, err := loadOrCreateSigningKeys(ctx, ctx.Storage(), alg, ffi.GenerateSigningKey)
 		if err != nil {
 			return fmt.Errorf("assertion signing key: %w", err)
 		}
-		signingKeys = []string{k}
+		signingKeys = keys
 	}
 
 	cfg, err := h.engineJSON(os.ReadFile, signingKeys)

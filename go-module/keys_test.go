@@ -28,11 +28,12 @@ func TestSigningKeyGeneratedOnceAndReused(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range instances {
 		wg.Go(func() {
-			k, err := loadOrCreateSigningKey(ctx, st, "ES256", gen)
-			if err != nil {
-				t.Error(err)
+			k, err := loadOrCreateSigningKeys(ctx, st, "ES256", gen)
+			if err != nil || len(k) != 1 {
+				t.Error(k, err)
+				return
 			}
-			keys[i] = k
+			keys[i] = k[0]
 		})
 	}
 	wg.Wait()
@@ -53,20 +54,33 @@ func TestSigningKeyGeneratedOnceAndReused(t *testing.T) {
 	if strings.TrimSpace(string(b)) != keys[0] {
 		t.Errorf("stored %q", b)
 	}
-	again, err := loadOrCreateSigningKey(ctx, st, "ES256", func(string) (string, error) {
+	again, err := loadOrCreateSigningKeys(ctx, st, "ES256", func(string) (string, error) {
 		return "", errors.New("must not generate again")
 	})
-	if err != nil || again != keys[0] {
+	if err != nil || len(again) != 1 || again[0] != keys[0] {
 		t.Errorf("reload: %q %v", again, err)
 	}
 
 	// Each algorithm has its own key.
-	ed, err := loadOrCreateSigningKey(ctx, st, "EdDSA", gen)
-	if err != nil || ed == keys[0] {
+	ed, err := loadOrCreateSigningKeys(ctx, st, "EdDSA", gen)
+	if err != nil || len(ed) != 1 || ed[0] == keys[0] {
 		t.Errorf("EdDSA key: %q %v", ed, err)
 	}
 	if st.Exists(ctx, "locks") && len(mustList(t, st, "locks")) != 0 {
 		t.Errorf("locks left behind: %v", mustList(t, st, "locks"))
+	}
+}
+
+// Rotation: a new key on the first line signs; the old one below it is still published.
+func TestSigningKeysRotation(t *testing.T) {
+	ctx := context.Background()
+	st := &certmagic.FileStorage{Path: t.TempDir()}
+	if err := st.Store(ctx, signingKeyStorageKey("ES256"), []byte("bmV3\n\nb2xk\n")); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := loadOrCreateSigningKeys(ctx, st, "ES256", nil)
+	if err != nil || strings.Join(keys, " ") != "bmV3 b2xk" {
+		t.Fatalf("keys %q, %v", keys, err)
 	}
 }
 
@@ -84,7 +98,7 @@ func TestSigningKeyErrors(t *testing.T) {
 	st := &certmagic.FileStorage{Path: t.TempDir()}
 	secret := "c2VjcmV0LWtleS1tYXRlcmlhbA=="
 
-	if _, err := loadOrCreateSigningKey(ctx, st, "ES256", func(string) (string, error) {
+	if _, err := loadOrCreateSigningKeys(ctx, st, "ES256", func(string) (string, error) {
 		return "", errors.New("engine says no")
 	}); err == nil || !strings.Contains(err.Error(), "engine says no") {
 		t.Errorf("generator error not reported: %v", err)
@@ -96,7 +110,7 @@ func TestSigningKeyErrors(t *testing.T) {
 	if err := st.Store(ctx, signingKeyStorageKey("ES256"), []byte("not base64 at all! "+secret)); err != nil {
 		t.Fatal(err)
 	}
-	_, err := loadOrCreateSigningKey(ctx, st, "ES256", nil)
+	_, err := loadOrCreateSigningKeys(ctx, st, "ES256", nil)
 	if err == nil || !strings.Contains(err.Error(), "iap/assertion/ES256/signing-key.pk8.b64") {
 		t.Errorf("corrupt key should be named: %v", err)
 	}
@@ -104,7 +118,7 @@ func TestSigningKeyErrors(t *testing.T) {
 		t.Error("key material in an error message")
 	}
 
-	if _, err := loadOrCreateSigningKey(ctx, nil, "ES256", nil); err == nil {
+	if _, err := loadOrCreateSigningKeys(ctx, nil, "ES256", nil); err == nil {
 		t.Error("nil storage accepted")
 	}
 }

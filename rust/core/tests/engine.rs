@@ -404,6 +404,46 @@ fn several_issuers_each_with_own_keys_and_scoped_rules() {
 }
 
 #[test]
+fn first_signing_key_signs_and_all_are_published() {
+    let mut c = config(KeyKind::Es256);
+    let (new, old) = (base64_pkcs8(), base64_pkcs8());
+    c.assertion.as_mut().unwrap().signing_keys = vec![new, old];
+    let engine = Engine::with_parts(
+        &c,
+        Arc::new(ManualClock::at(NOW)),
+        Arc::new(HttpFetcher::new()),
+    )
+    .unwrap();
+    let jwks: Value = serde_json::from_str(engine.public_jwks().unwrap()).unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids.len(), 2);
+    assert_eq!(engine.assertion_kid(), Some(kids[0]));
+
+    let signer = Signer::new(KeyKind::Es256);
+    let token = signer.sign(
+        &signer.header("k1"),
+        &claims(json!({"groups": ["db-readers"]})),
+    );
+    let d = engine.decide(&Request::new(
+        "GET",
+        "h",
+        "/items/1",
+        Some(token.as_bytes()),
+    ));
+    let jws = caddy_iap_core::danger::parse_compact(
+        header(&d, "X-IAP-Assertion").unwrap().as_bytes(),
+        8192,
+    )
+    .unwrap();
+    assert_eq!(jws.header.kid.as_deref(), Some(kids[0]));
+}
+
+#[test]
 fn strip_list_names_every_owned_header() {
     let s = Suite::new(KeyKind::Es256);
     let names: Vec<&str> = s.engine.strip_headers().iter().map(|h| &**h).collect();
