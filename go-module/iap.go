@@ -53,15 +53,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("creating engine: %w", err)
 	}
 
-	// The headers the engine owns, for the few paths that refuse a request before asking it
-	// (an ambiguous token, a failed engine call). A request with no token is denied without
-	// network I/O.
-	probe, err := eng.Decide(&ffi.Request{Method: "GET", Host: "localhost", Path: "/"})
-	if err != nil {
-		eng.Close()
-		return fmt.Errorf("engine self-check: %w", err)
-	}
-	h.owned = probe.StripHeaders
+	// The headers the engine owns, stripped from every request before anything else.
+	h.owned = eng.OwnedHeaders()
 	h.engine = eng
 
 	m, err := newMetrics(registerer(ctx.GetMetricsRegistry()))

@@ -41,6 +41,7 @@ type Engine struct {
 	mu      sync.RWMutex
 	p       *C.iap_engine // nil once closed
 	jwks    []byte        // copy of the public JWKS, read once at creation
+	owned   []string      // the engine's fixed strip list, read once at creation
 	cleanup runtime.Cleanup
 }
 
@@ -78,6 +79,10 @@ func NewEngine(configJSON []byte) (*Engine, error) {
 	// Borrowed for the engine's life; copied so nothing outside refers to it.
 	if jwks := bytesOf(out); len(jwks) > 0 {
 		e.jwks = jwks
+	}
+	if err := e.readOwnedHeaders(); err != nil {
+		e.Close()
+		return nil, err
 	}
 	runtime.KeepAlive(e)
 	return e, nil
@@ -176,19 +181,28 @@ func (e *Engine) Decide(req *Request) (Decision, error) {
 		Allowed:         bool(v.allowed),
 		Status:          int(v.status),
 		Reason:          ReasonCode(v.reason_code),
-		ReasonName:      stringOf(v.reason_name),
-		ReasonText:      stringOf(v.reason),
 		WWWAuthenticate: stringOf(v.www_authenticate),
 		Subject:         stringOf(v.subject),
 		Email:           stringOf(v.email),
 		Name:            stringOf(v.name),
 		Issuer:          stringOf(v.issuer),
 		Kid:             stringOf(v.kid),
-		Alg:             stringOf(v.alg),
+		Alg:             algName(v.alg),
 		JTI:             stringOf(v.jti),
 		CacheHit:        bool(v.cache_hit),
 		ExpiresAt:       uint64(v.expires_at),
 	}
+	// Constant strings where the engine's are constant, so a hot request allocates only
+	// for what is its own (identity values, the assertion).
+	if d.Reason == ReasonAllowed {
+		d.ReasonText = "allowed"
+	} else {
+		d.ReasonText = stringOf(v.reason)
+	}
+	if int(d.Reason) >= len(reasonNames) {
+		d.ReasonName = stringOf(v.reason_name)
+	}
+	d.StripHeaders = e.owned
 	if roles := sliceOf(v.roles, v.roles_len); len(roles) > 0 {
 		d.Roles = make([]string, len(roles))
 		for i, r := range roles {
@@ -198,16 +212,59 @@ func (e *Engine) Decide(req *Request) (Decision, error) {
 	if hs := sliceOf(v.set_headers, v.set_headers_len); len(hs) > 0 {
 		d.SetHeaders = make([]Header, len(hs))
 		for i, h := range hs {
-			d.SetHeaders[i] = Header{Name: stringOf(h.name), Value: stringOf(h.value)}
-		}
-	}
-	if hs := sliceOf(v.strip_headers, v.strip_headers_len); len(hs) > 0 {
-		d.StripHeaders = make([]string, len(hs))
-		for i, h := range hs {
-			d.StripHeaders[i] = stringOf(h)
+			// Every header the engine sets is on its strip list: reuse that name.
+			d.SetHeaders[i] = Header{Name: e.ownedName(h.name), Value: stringOf(h.value)}
 		}
 	}
 	return d, nil
+}
+
+// readOwnedHeaders copies the engine's strip list, which is the same in every decision, from
+// a decision on an empty request (no token: a denial, decided without any I/O).
+func (e *Engine) readOwnedHeaders() error {
+	var creq C.iap_request
+	var cdec *C.iap_decision
+	if res := C.iap_engine_decide(e.ptr(), &creq, &cdec); Result(res) != ResultOK || cdec == nil {
+		C.iap_decision_free(cdec)
+		return &Error{Op: "iap_engine_decide", Code: Result(res)}
+	}
+	defer C.iap_decision_free(cdec)
+	var v C.iap_decision_view
+	C.iap_decision_get(cdec, &v)
+	hs := sliceOf(v.strip_headers, v.strip_headers_len)
+	e.owned = make([]string, len(hs))
+	for i, h := range hs {
+		e.owned[i] = stringOf(h)
+	}
+	return nil
+}
+
+// OwnedHeaders returns the headers the engine owns (its strip list): client-sent copies must
+// be removed from every request. Fixed for the engine's life; callers must not modify it.
+func (e *Engine) OwnedHeaders() []string {
+	return e.owned
+}
+
+// ownedName returns the strip-list string equal to the C name, copying only if it is not there.
+func (e *Engine) ownedName(name C.iap_str) string {
+	b := unsafe.Slice((*byte)(unsafe.Pointer(name.data)), int(name.len))
+	for _, o := range e.owned {
+		if o == string(b) { // no allocation: the conversion is only compared
+			return o
+		}
+	}
+	return stringOf(name)
+}
+
+// algName returns the algorithm as a constant string.
+func algName(s C.iap_str) string {
+	b := unsafe.Slice((*byte)(unsafe.Pointer(s.data)), int(s.len))
+	for _, a := range [...]string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"} {
+		if a == string(b) {
+			return a
+		}
+	}
+	return stringOf(s)
 }
 
 // GenerateSigningKey makes a new assertion signing key for alg ("ES256" or "EdDSA") and
