@@ -124,7 +124,8 @@ pub(crate) struct Minter {
     issuer: String,
     audience: String,
     ttl: u64,
-    header_name: String,
+    /// Shared with every decision that sets it (no per-request copy).
+    header_name: Arc<str>,
     public_jwks: String,
     rng: SystemRandom,
     cache: Cache<[u8; 32], Minted>,
@@ -177,10 +178,7 @@ impl Minter {
             issuer: cfg.issuer.clone().unwrap_or_else(|| "caddy-iap".into()),
             audience: cfg.audience.clone(),
             ttl,
-            header_name: cfg
-                .header
-                .clone()
-                .unwrap_or_else(|| "X-IAP-Assertion".into()),
+            header_name: cfg.header.as_deref().unwrap_or(DEFAULT_HEADER).into(),
             public_jwks: json!({ "keys": published }).to_string(),
             rng: SystemRandom::new(),
             cache: Cache::new(CACHE_ENTRIES),
@@ -188,7 +186,7 @@ impl Minter {
     }
 
     /// The header the assertion travels in.
-    pub(crate) fn header_name(&self) -> &str {
+    pub(crate) fn header_name(&self) -> &Arc<str> {
         &self.header_name
     }
 

@@ -3,6 +3,7 @@
 //! `decide` is the whole per-request path: token → (cache | parse → key → signature → claims)
 //! → identity → roles → permission for (method, path) → assertion → decision.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -94,7 +95,7 @@ pub struct Decision {
     /// `None` when allowed; otherwise status and reason code.
     pub denial: Option<Denial>,
     /// Human-readable reason for the log (never token bytes).
-    pub reason: String,
+    pub reason: Cow<'static, str>,
     /// The verified identity, when the token was valid (also on a 403).
     pub identity: Option<Arc<Identity>>,
     /// Headers to set on the upstream request, when allowed.
@@ -219,11 +220,8 @@ impl Engine {
             .collect();
         // The default names stay ours when renamed or turned off: an upstream written for
         // them must never receive a client's copy.
-        for default in [
-            &HeaderNames::default().user,
-            &HeaderNames::default().email,
-            &HeaderNames::default().roles,
-        ] {
+        let defaults = HeaderNames::default();
+        for default in [&defaults.user, &defaults.email, &defaults.roles] {
             if !strip_headers
                 .iter()
                 .any(|n| n.eq_ignore_ascii_case(default))
@@ -235,7 +233,7 @@ impl Engine {
         // one must never receive a client's.
         let assertion_header = minter
             .as_ref()
-            .map_or(crate::assertion::DEFAULT_HEADER, Minter::header_name);
+            .map_or(crate::assertion::DEFAULT_HEADER, |m| &**m.header_name());
         strip_headers.push(assertion_header.into());
         if assertion_header != crate::assertion::DEFAULT_HEADER {
             strip_headers.push(crate::assertion::DEFAULT_HEADER.into());
@@ -301,10 +299,11 @@ impl Engine {
             );
             return self.deny(&Error::Forbidden { reason }, Some(identity), cache_hit);
         }
-        let mut set_headers = identity.headers.clone();
+        let mut set_headers = Vec::with_capacity(identity.headers.len() + 1);
+        set_headers.extend_from_slice(&identity.headers);
         if let Some(minter) = &self.minter {
             match minter.assertion(&identity, now) {
-                Some(token) => set_headers.push((minter.header_name().into(), token)),
+                Some(token) => set_headers.push((minter.header_name().clone(), token)),
                 None => {
                     let e = Error::Config(ConfigError::new("assertion", "signing failed"));
                     return self.deny(&e, Some(identity), cache_hit);
@@ -313,7 +312,7 @@ impl Engine {
         }
         Decision {
             denial: None,
-            reason: "allowed".into(),
+            reason: Cow::Borrowed("allowed"),
             identity: Some(identity),
             set_headers,
             www_authenticate: String::new(),
@@ -565,7 +564,7 @@ impl Engine {
         }
         Decision {
             denial: Some(denial),
-            reason,
+            reason: reason.into(),
             identity,
             set_headers: Vec::new(),
             www_authenticate,

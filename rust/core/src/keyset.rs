@@ -110,6 +110,8 @@ pub(crate) struct IssuerKeys {
     fetched: Condvar,
     /// Requests currently waiting for a fetch (bounded by `MAX_WAITERS`).
     waiters: AtomicUsize,
+    /// `current.epoch`, readable without the lock.
+    epoch: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -161,6 +163,7 @@ impl IssuerKeys {
             schedule: Mutex::new(Schedule::default()),
             fetched: Condvar::new(),
             waiters: AtomicUsize::new(0),
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -186,6 +189,7 @@ impl IssuerKeys {
             schedule: Mutex::new(Schedule::default()),
             fetched: Condvar::new(),
             waiters: AtomicUsize::new(0),
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -202,9 +206,10 @@ impl IssuerKeys {
         &self.issuer
     }
 
-    /// The epoch of the keys in force (see [`Snapshot::epoch`]).
+    /// The epoch of the keys in force (see [`Snapshot::epoch`]). Read on every cache hit, so
+    /// it is mirrored in an atomic instead of taking the snapshot lock.
     pub(crate) fn current_epoch(&self) -> u64 {
-        self.current.read().epoch
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// The last fetch error, for diagnostics.
@@ -337,6 +342,7 @@ impl IssuerKeys {
                 let mut current = self.current.write();
                 let removed = current.keys.iter().any(|old| !keys.contains(old));
                 let epoch = current.epoch + u64::from(removed);
+                self.epoch.store(epoch, Ordering::Release);
                 *current = Arc::new(Snapshot {
                     keys,
                     epoch,
