@@ -88,6 +88,13 @@ pub struct Identity {
     pub(crate) claims_summary: Box<str>,
 }
 
+impl Identity {
+    /// The claim values the role rules look at (`groups=[a,b]`), for denial logs.
+    pub fn claims_summary(&self) -> &str {
+        &self.claims_summary
+    }
+}
+
 /// The outcome of [`Engine::decide`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -318,6 +325,22 @@ impl Engine {
             www_authenticate: String::new(),
             cache_hit,
         }
+    }
+
+    /// Verifies a token and maps its roles, without an HTTP permission check: for fronts that
+    /// are not HTTP (the PostgreSQL gateway), which apply their own grants to `roles`.
+    /// A refusal comes back as the denying [`Decision`] (status, reason code, log reason).
+    pub fn identify(&self, token: &[u8]) -> Result<Arc<Identity>, Decision> {
+        let now = self.clock.now();
+        match self.authenticate(Some(token), now) {
+            Ok((identity, _)) => Ok(identity),
+            Err(e) => Err(self.deny(&e, None, false)),
+        }
+    }
+
+    /// The engine's clock, so fronts built on it agree on "now" (and tests can move it).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// Headers the engine owns: every request has client-sent copies removed.
