@@ -373,16 +373,8 @@ impl IssuerKeys {
                     .fetcher
                     .get(&url, timeout, MAX_DOCUMENT_BYTES)
                     .map_err(|e| format!("discovery {url}: {e}"))?;
-                let doc: Discovery = serde_json::from_slice(&doc.body)
-                    .map_err(|e| format!("discovery {url}: not a valid document: {e}"))?;
-                if doc.issuer != self.issuer {
-                    return Err(format!(
-                        "discovery {url}: issuer {:?} does not equal the configured {:?}",
-                        doc.issuer, self.issuer
-                    ));
-                }
-                check_url(&doc.jwks_uri).map_err(|e| format!("discovery {url}: jwks_uri: {e}"))?;
-                doc.jwks_uri
+                parse_discovery(&self.issuer, &doc.body)
+                    .map_err(|e| format!("discovery {url}: {e}"))?
             }
         };
         let resp = remote
@@ -412,6 +404,22 @@ fn retry_delay(failures: u32, refresh_min: u64) -> u64 {
 struct Discovery {
     issuer: String,
     jwks_uri: String,
+}
+
+/// Reads the OpenID Provider Metadata document served for `issuer`: its `issuer` must equal the
+/// configured one byte for byte, and its `jwks_uri` must be a URL we fetch from. Returns the
+/// `jwks_uri`; errors are log lines.
+pub fn parse_discovery(issuer: &str, body: &[u8]) -> Result<String, String> {
+    let doc: Discovery =
+        serde_json::from_slice(body).map_err(|e| format!("not a valid document: {e}"))?;
+    if doc.issuer != issuer {
+        return Err(format!(
+            "issuer {:?} does not equal the configured {issuer:?}",
+            doc.issuer
+        ));
+    }
+    check_url(&doc.jwks_uri).map_err(|e| format!("jwks_uri: {e}"))?;
+    Ok(doc.jwks_uri)
 }
 
 /// OpenID Connect Discovery 1.0 §4: strip one trailing slash, append the well-known path.

@@ -45,6 +45,7 @@ pub use fetch::{FetchError, HttpFetcher, KeyFetcher};
 pub mod danger {
     pub use crate::jwk::{VerifyingKey, parse_jwks};
     pub use crate::jws::{CompactJws, parse_compact};
+    pub use crate::keyset::parse_discovery;
 
     /// Mints an assertion without the assertion cache, for benchmarks. `None` when the engine
     /// has no assertion configured.
