@@ -40,6 +40,17 @@ typedef struct iap_decision iap_decision;
 // An engine built from one configuration. Opaque; shared (reference-counted) by all callers.
 typedef struct iap_engine iap_engine;
 
+// A PostgreSQL gateway. Opaque; shared (reference-counted) by all callers.
+typedef struct iap_pg_gateway iap_pg_gateway;
+
+// The outcome of one login. Opaque; read with [`iap_pg_login_get`], free with
+// [`iap_pg_login_free`].
+typedef struct iap_pg_login iap_pg_login;
+
+// The outcome of one janitor pass. Opaque; read with [`iap_pg_sweep_get`], free with
+// [`iap_pg_sweep_free`].
+typedef struct iap_pg_sweep iap_pg_sweep;
+
 // A borrowed run of bytes (UTF-8 for text), not NUL-terminated. Who lends it says how long it
 // lives. `data` may be NULL when `len` is 0.
 typedef struct {
@@ -131,6 +142,88 @@ typedef struct {
   uint64_t cached_tokens;
 } iap_engine_stats;
 
+// One login attempt's facts, borrowed for the duration of [`iap_pg_gateway_login`].
+typedef struct {
+  // The password the client sent: its token.
+  iap_str token;
+  // The `user` startup parameter.
+  iap_str user;
+  // The `database` startup parameter.
+  iap_str database;
+  // Mint a new password even if a cached one is still valid.
+  bool fresh;
+} iap_pg_login_request;
+
+// A borrowed view of a login; every pointer in it is valid until `iap_pg_login_free`.
+typedef struct {
+  // Whether a credential was minted (or re-used).
+  bool ok;
+  // Refusal: the SQLSTATE for the client's ErrorResponse.
+  iap_str sqlstate;
+  // Refusal: the message for the client (never token bytes).
+  iap_str client_message;
+  // Refusal: the reason for the log.
+  iap_str log_reason;
+  // The database role to log in as.
+  iap_str role;
+  // Its password. Secret: use it to log in, never log it.
+  iap_str password;
+  // `created`, `reactivated`, `extended` or `reused`.
+  iap_str outcome;
+  // When the password stops working (Unix seconds).
+  uint64_t expires_at;
+  // When the relayed session must end (Unix seconds); 0 for no limit.
+  uint64_t session_deadline;
+  // Group roles the login role is a member of.
+  const iap_str *granted;
+  // Number of granted roles.
+  size_t granted_len;
+  // Verified subject; empty when the token was not valid.
+  iap_str subject;
+  // Verified email; may be empty.
+  iap_str email;
+  // Issuer of the verified token; may be empty.
+  iap_str issuer;
+  // The caddy-iap roles the token maps to.
+  const iap_str *roles;
+  // Number of roles.
+  size_t roles_len;
+} iap_pg_login_view;
+
+// A borrowed view of a sweep, valid until `iap_pg_sweep_free`.
+typedef struct {
+  // Roles set to NOLOGIN with their grants revoked.
+  const iap_str *deactivated;
+  // Number of deactivated roles.
+  size_t deactivated_len;
+  // Roles dropped.
+  const iap_str *dropped;
+  // Number of dropped roles.
+  size_t dropped_len;
+  // Sessions terminated.
+  uint32_t terminated;
+  // Another gateway instance holds the janitor lock; nothing was done.
+  bool skipped_locked;
+  // The error that stopped the pass; empty on success.
+  iap_str error;
+} iap_pg_sweep_view;
+
+// A gateway's provisioning counters.
+typedef struct {
+  // Login roles created.
+  uint64_t created;
+  // Existing managed roles given a new password.
+  uint64_t reactivated;
+  // Credentials whose validity was extended.
+  uint64_t extended;
+  // Logins that re-used a cached credential without touching the database.
+  uint64_t reused;
+  // Provisioning attempts that failed.
+  uint64_t failed;
+  // Roles the janitor deactivated or dropped.
+  uint64_t swept;
+} iap_pg_stats;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -187,6 +280,57 @@ iap_result iap_generate_signing_key(const uint8_t *alg,
                                     uint8_t *buf,
                                     size_t buf_len,
                                     size_t *written);
+
+// Builds a gateway for one policy (`policy_json`, UTF-8 JSON) on top of `engine`, which it
+// keeps alive. Does not connect to the database.
+//
+// On success writes the gateway to `*gateway_out`; the caller owns it and releases it with
+// [`iap_pg_gateway_free`]. On `IAP_RESULT_INVALID_CONFIG` writes the reason into `err_buf`
+// as [`crate::iap_engine_new`] does.
+iap_result iap_pg_gateway_new(const iap_engine *engine,
+                              const uint8_t *policy_json,
+                              size_t policy_len,
+                              uint8_t *err_buf,
+                              size_t err_buf_len,
+                              size_t *err_written,
+                              const iap_pg_gateway **gateway_out);
+
+// Releases the caller's reference to `gateway` (NULL is fine). The admin connections close
+// when the last reference goes. Must not be called twice, nor while a call is in flight.
+void iap_pg_gateway_free(const iap_pg_gateway *gateway);
+
+// Exchanges a token for a database login: verifies it, maps its roles, and provisions or
+// re-uses the identity's login role. Blocks for the database round trips this needs (none for
+// a re-used credential), each bounded by the policy's timeouts.
+//
+// On `IAP_RESULT_OK` writes a login (minted or refused) to `*login_out`; the caller owns it
+// and must free it with [`iap_pg_login_free`]. The request is only borrowed for this call.
+iap_result iap_pg_gateway_login(const iap_pg_gateway *gateway,
+                                const iap_pg_login_request *request,
+                                iap_pg_login **login_out);
+
+// Writes a view of `login` to `*view_out`. Does nothing when either pointer is NULL.
+void iap_pg_login_get(const iap_pg_login *login, iap_pg_login_view *view_out);
+
+// Frees a login (NULL is fine), wiping the password Rust held. Views of it become invalid.
+void iap_pg_login_free(iap_pg_login *login);
+
+// Runs one janitor pass: expired managed roles are deactivated or dropped and their sessions
+// ended, as the policy says. Only one of several gateways on a database works at a time
+// (PostgreSQL advisory lock). Blocks for the database round trips.
+//
+// On `IAP_RESULT_OK` writes the outcome (a database error is reported inside it) to
+// `*sweep_out`; the caller frees it with [`iap_pg_sweep_free`].
+iap_result iap_pg_gateway_sweep(const iap_pg_gateway *gateway, iap_pg_sweep **sweep_out);
+
+// Writes a view of `sweep` to `*view_out`. Does nothing when either pointer is NULL.
+void iap_pg_sweep_get(const iap_pg_sweep *sweep, iap_pg_sweep_view *view_out);
+
+// Frees a sweep (NULL is fine).
+void iap_pg_sweep_free(iap_pg_sweep *sweep);
+
+// Writes the gateway's counters to `*out`. Does nothing when either pointer is NULL.
+void iap_pg_gateway_stats(const iap_pg_gateway *gateway, iap_pg_stats *out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -4,7 +4,7 @@ use base64::Engine as _;
 use caddy_iap_core::{Alg, Config, Engine, Request, generate_signing_key};
 
 use crate::decision::DecisionBox;
-use crate::error::iap_result;
+use crate::error::{iap_result, write_message};
 use crate::ffi::{
     arc_clone, arc_free, arc_into_ptr, arc_ref, box_into_ptr, bytes, bytes_mut, write_out,
 };
@@ -111,13 +111,9 @@ pub extern "C" fn iap_engine_new(
                 iap_result::Ok
             }
             Err(message) => {
-                // SAFETY: the caller lends `err_buf_len` writable bytes, or NULL.
-                if let Some(buf) = unsafe { bytes_mut(err_buf, err_buf_len) } {
-                    let n = truncate_utf8(&message, buf.len());
-                    buf[..n].copy_from_slice(&message.as_bytes()[..n]);
-                    // SAFETY: `err_written` is NULL or a writable usize.
-                    unsafe { write_out(err_written, n) };
-                }
+                // SAFETY: the caller lends `err_buf_len` writable bytes (or NULL) and a
+                // writable `err_written` (or NULL).
+                unsafe { write_message(&message, err_buf, err_buf_len, err_written) };
                 iap_result::InvalidConfig
             }
         }
@@ -250,15 +246,6 @@ pub extern "C" fn iap_generate_signing_key(
         // SAFETY: `written` is NULL or a writable usize.
         if unsafe { write_out(written, encoded.len()) } { iap_result::Ok } else { iap_result::NullParameter }
     }
-}
-
-/// The longest prefix of `s` that fits in `max` bytes without splitting a character.
-fn truncate_utf8(s: &str, max: usize) -> usize {
-    let mut n = s.len().min(max);
-    while !s.is_char_boundary(n) {
-        n -= 1;
-    }
-    n
 }
 
 impl std::fmt::Debug for EngineBox {

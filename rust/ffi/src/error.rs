@@ -18,3 +18,26 @@ pub enum iap_result {
     /// The caller's buffer is too small for the output.
     BufferTooSmall = 7004,
 }
+
+/// Writes `message` (UTF-8, not NUL-terminated, cut at a character boundary to fit) into the
+/// caller's buffer and its length into `*written`. Does nothing when `buf` is NULL.
+///
+/// # Safety
+/// `buf` must be NULL or point at `buf_len` writable bytes; `written` must be NULL or writable.
+pub(crate) unsafe fn write_message(
+    message: &str,
+    buf: *mut u8,
+    buf_len: usize,
+    written: *mut usize,
+) {
+    // SAFETY: forwarded to the caller.
+    if let Some(out) = unsafe { crate::ffi::bytes_mut(buf, buf_len) } {
+        let mut n = message.len().min(out.len());
+        while !message.is_char_boundary(n) {
+            n -= 1;
+        }
+        out[..n].copy_from_slice(&message.as_bytes()[..n]);
+        // SAFETY: forwarded to the caller.
+        unsafe { crate::ffi::write_out(written, n) };
+    }
+}

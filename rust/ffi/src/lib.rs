@@ -24,6 +24,7 @@ mod decision;
 mod engine;
 mod error;
 mod ffi;
+mod postgres;
 mod slice;
 
 pub use decision::{iap_decision, iap_decision_free, iap_decision_get, iap_decision_view};
@@ -32,6 +33,12 @@ pub use engine::{
     iap_engine_stats, iap_engine_stats_get, iap_generate_signing_key, iap_request,
 };
 pub use error::iap_result;
+pub use postgres::{
+    iap_pg_gateway, iap_pg_gateway_free, iap_pg_gateway_login, iap_pg_gateway_new,
+    iap_pg_gateway_stats, iap_pg_gateway_sweep, iap_pg_login, iap_pg_login_free, iap_pg_login_get,
+    iap_pg_login_request, iap_pg_login_view, iap_pg_stats, iap_pg_sweep, iap_pg_sweep_free,
+    iap_pg_sweep_get, iap_pg_sweep_view,
+};
 pub use slice::{iap_header, iap_str};
 
 /// The library version, a static NUL-terminated string. Never free it.
