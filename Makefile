@@ -1,7 +1,7 @@
 # caddy-iap: build the Rust library, build Caddy with the module through xcaddy, run, test.
 #   make caddy   builds bin/caddy (Rust staticlib + Go module, CGO_ENABLED=1)
 #   make run     runs Caddy on Caddyfile.example (embedded demo issuer, no outside service)
-#   make test    lint + Rust tests + Go tests + end-to-end tests against a real IdP
+#   make test    lint + Rust tests + Go tests + end-to-end tests (real IdP, real PostgreSQL) + fuzz smoke
 #   make bench   criterion benchmarks of the core and the FFI call
 
 SHELL := /bin/bash
@@ -9,6 +9,8 @@ GOBIN := $(shell go env GOPATH)/bin
 XCADDY ?= $(GOBIN)/xcaddy
 CBINDGEN ?= $(HOME)/.cargo/bin/cbindgen
 CADDY_VERSION ?= v2.11.9
+# caddy-l4 serves the PostgreSQL front (layer4 app, postgres matcher, postgres_tls and tls).
+CADDY_L4_VERSION ?= v0.1.2
 GO_MODULE := github.com/caddy-iap/caddy-iap/go-module
 # A fixed version for the local replacement, so xcaddy does not ask the module proxy for "latest".
 GO_MODULE_VERSION := v0.0.0-00010101000000-000000000000
@@ -20,7 +22,7 @@ CGO_ENV = CGO_ENABLED=1 CGO_CFLAGS="-O2 -g -DIAP_LIB_STAMP=$(LIB_STAMP)"
 RUST_SOURCES := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock
 GO_SOURCES := $(shell find go-module -name '*.go' -o -name go.mod -o -name go.sum)
 
-.PHONY: all caddy lib header header-check run test lint test-rust test-go test-e2e bench clean
+.PHONY: all caddy lib header header-check run test lint test-rust test-go test-e2e fuzz bench clean
 
 all: caddy
 
@@ -49,8 +51,10 @@ caddy: bin/caddy
 bin/caddy: $(XCADDY) $(RUST_LIB) $(GO_SOURCES) include/caddy_iap.h
 	@mkdir -p bin
 	$(CGO_ENV) $(XCADDY) build $(CADDY_VERSION) --output bin/caddy \
-	  --with $(GO_MODULE)@$(GO_MODULE_VERSION)=./go-module
+	  --with $(GO_MODULE)@$(GO_MODULE_VERSION)=./go-module \
+	  --with github.com/mholt/caddy-l4@$(CADDY_L4_VERSION)
 	bin/caddy list-modules | grep -q '^http.handlers.iap$$'
+	bin/caddy list-modules | grep -q '^layer4.handlers.iap_postgres$$'
 
 run: bin/caddy
 	bin/caddy run --config Caddyfile.example --adapter caddyfile
@@ -72,7 +76,14 @@ test-go: $(RUST_LIB)
 test-e2e: bin/caddy
 	bash tests/run-e2e.sh
 
-test: lint test-rust test-go test-e2e
+# Each fuzz target for FUZZ_SECONDS on its checked-in corpus (a crash fails), and the Go
+# Caddyfile fuzzer likewise. Longer runs: FUZZ_SECONDS=3600 make fuzz.
+FUZZ_SECONDS ?= 30
+fuzz:
+	bash fuzz/run.sh $(FUZZ_SECONDS)
+	cd go-module && CGO_ENABLED=0 go test -run '^$$' -fuzz FuzzCaddyfile -fuzztime $(FUZZ_SECONDS)s -fuzzminimizetime 1s .
+
+test: lint test-rust test-go test-e2e fuzz
 
 bench:
 	cargo bench --locked -p caddy-iap-core --bench core

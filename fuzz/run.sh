@@ -15,7 +15,7 @@ cd "$(dirname "$0")"
 read -ra targets <<<"${TARGETS:-token_verify compact_parse jwks_parse discovery_doc role_rules}"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
-    cargo install cargo-fuzz --locked || exit 1
+    cargo install cargo-fuzz --version 0.13.2 --locked || exit 1
 fi
 # No sanitizer: the core forbids unsafe code, so ASan would only slow it down (and needs
 # nightly). Debug assertions (-a) keep overflow checks and debug_assert!s on.

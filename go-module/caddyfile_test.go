@@ -12,6 +12,10 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	// The layer4 handlers the PostgreSQL examples put around iap_postgres.
+	_ "github.com/mholt/caddy-l4/modules/l4postgres"
+	_ "github.com/mholt/caddy-l4/modules/l4tls"
 )
 
 // -update rewrites the expected half of golden files from the current output.

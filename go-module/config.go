@@ -65,31 +65,9 @@ type (
 // the file; signingKeys are the assertion keys (base64 PKCS#8) from Caddy storage. The result
 // holds secret key material: never log it, and clear it after use.
 func (h *Handler) engineJSON(readFile func(string) ([]byte, error), signingKeys []string) ([]byte, error) {
-	cfg := engineConfig{
-		Issuers:       make([]engineIssuer, 0, len(h.Issuers)),
-		MaxTokenBytes: h.MaxTokenSize,
-	}
-	for _, iss := range h.Issuers {
-		keys, err := keySource(&iss, readFile)
-		if err != nil {
-			return nil, fmt.Errorf("issuer %q: %w", iss.Issuer, err)
-		}
-		cfg.Issuers = append(cfg.Issuers, engineIssuer{
-			Issuer:               iss.Issuer,
-			Audiences:            iss.Audiences,
-			Keys:                 keys,
-			Algorithms:           iss.Algorithms,
-			LeewaySecs:           ceilUnit(iss.Leeway, time.Second),
-			MaxLifetimeSecs:      ceilUnit(iss.MaxLifetime, time.Second),
-			KidMissCooldownSecs:  ceilUnit(iss.KidMissCooldown, time.Second),
-			RefreshMinSecs:       ceilUnit(iss.RefreshMin, time.Second),
-			RefreshMaxSecs:       ceilUnit(iss.RefreshMax, time.Second),
-			FetchTimeoutMS:       ceilUnit(iss.FetchTimeout, time.Millisecond),
-			TrustUnverifiedEmail: iss.TrustUnverifiedEmail,
-		})
-	}
-	for _, r := range h.Roles {
-		cfg.Roles = append(cfg.Roles, engineRole(r))
+	cfg, err := identityConfig(h.Issuers, h.Roles, h.CacheSize, h.MaxTokenSize, readFile)
+	if err != nil {
+		return nil, err
 	}
 	for _, a := range h.Allow {
 		cfg.Allow = append(cfg.Allow, engineAllow(a))
@@ -112,10 +90,42 @@ func (h *Handler) engineJSON(readFile func(string) ([]byte, error), signingKeys 
 			cfg.Headers = nil
 		}
 	}
-	if h.CacheSize != nil {
-		cfg.Cache = &engineCache{MaxEntries: *h.CacheSize}
-	}
 	return json.Marshal(cfg)
+}
+
+// identityConfig is the part of the engine config every front shares: who is trusted
+// (issuers) and which roles their tokens carry. Key files are read with readFile.
+func identityConfig(issuers []Issuer, roles []RoleRule, cacheSize *int, maxTokenSize int, readFile func(string) ([]byte, error)) (engineConfig, error) {
+	cfg := engineConfig{
+		Issuers:       make([]engineIssuer, 0, len(issuers)),
+		MaxTokenBytes: maxTokenSize,
+	}
+	for _, iss := range issuers {
+		keys, err := keySource(&iss, readFile)
+		if err != nil {
+			return cfg, fmt.Errorf("issuer %q: %w", iss.Issuer, err)
+		}
+		cfg.Issuers = append(cfg.Issuers, engineIssuer{
+			Issuer:               iss.Issuer,
+			Audiences:            iss.Audiences,
+			Keys:                 keys,
+			Algorithms:           iss.Algorithms,
+			LeewaySecs:           ceilUnit(iss.Leeway, time.Second),
+			MaxLifetimeSecs:      ceilUnit(iss.MaxLifetime, time.Second),
+			KidMissCooldownSecs:  ceilUnit(iss.KidMissCooldown, time.Second),
+			RefreshMinSecs:       ceilUnit(iss.RefreshMin, time.Second),
+			RefreshMaxSecs:       ceilUnit(iss.RefreshMax, time.Second),
+			FetchTimeoutMS:       ceilUnit(iss.FetchTimeout, time.Millisecond),
+			TrustUnverifiedEmail: iss.TrustUnverifiedEmail,
+		})
+	}
+	for _, r := range roles {
+		cfg.Roles = append(cfg.Roles, engineRole(r))
+	}
+	if cacheSize != nil {
+		cfg.Cache = &engineCache{MaxEntries: *cacheSize}
+	}
+	return cfg, nil
 }
 
 // keySource reads the issuer's key files and says where the engine gets keys from.

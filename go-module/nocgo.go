@@ -17,3 +17,8 @@ var errNeedsCgo = errors.New("caddy-iap needs cgo: build with CGO_ENABLED=1 xcad
 func (h *Handler) Provision(caddy.Context) error {
 	return errNeedsCgo
 }
+
+// Provision fails: the gateway is a Rust library linked through cgo.
+func (h *PostgresHandler) Provision(caddy.Context) error {
+	return errNeedsCgo
+}
