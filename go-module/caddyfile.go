@@ -42,6 +42,7 @@ import (
 //	    cache_size <n>
 //	    max_token_size <bytes>
 //	    audit
+//	    postgres_credentials [<path>] { <iap_postgres policy> connect <host:port> }
 //	}
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	m := new(Handler)
@@ -186,6 +187,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			h.Audit = true
+
+		case "postgres_credentials":
+			if h.PostgresCredentials != nil {
+				return d.Err("postgres_credentials is configured twice")
+			}
+			c, err := parsePostgresCredentials(d)
+			if err != nil {
+				return err
+			}
+			h.PostgresCredentials = c
 
 		default:
 			return d.Errf("unknown subdirective %q", d.Val())

@@ -3,8 +3,11 @@
 package caddyiap
 
 import (
+	"cmp"
+	"encoding/json"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -51,6 +54,20 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	clear(cfg) // it held the signing key
 	if err != nil {
 		return fmt.Errorf("creating engine: %w", err)
+	}
+
+	if c := h.PostgresCredentials; c != nil {
+		policyJSON, err := json.Marshal(c.Postgres.gatewayConfig())
+		if err != nil {
+			return err
+		}
+		gw, err := ffi.NewPgGateway(eng, policyJSON)
+		if err != nil {
+			return fmt.Errorf("postgres_credentials: %w", err)
+		}
+		h.pgGateway = ffiGateway{gw}
+		h.janitor = startJanitor(h.pgGateway, h.logger,
+			cmp.Or(time.Duration(c.Postgres.JanitorInterval), defaultJanitorInterval))
 	}
 
 	// The headers the engine owns, stripped from every request before anything else.

@@ -103,12 +103,20 @@ type Handler struct {
 	// Log every allowed request at info level (denials always are); default is debug.
 	Audit bool `json:"audit,omitempty"`
 
+	// Vault-style PostgreSQL credentials: a POST with the caller's token returns a database
+	// login minted for the caller's roles. Off when absent.
+	PostgresCredentials *PostgresCredentials `json:"postgres_credentials,omitempty"`
+
 	logger   *zap.Logger
 	engine   engine        // the Rust engine; nil until provisioned
 	metrics  *metrics      // never nil once provisioned
 	owned    []string      // headers the engine owns, for paths where no decision exists
 	jwksPath string        // effective JWKS path; empty when not served
 	sources  []TokenSource // effective token sources
+
+	pgGateway pgGateway // the PostgreSQL gateway, when postgres_credentials is set
+	credsPath string    // effective credentials path; empty when not served
+	janitor   *janitor  // sweeps the gateway's expired roles
 }
 
 // Issuer is one trusted token issuer and how to get its verification keys. Keys come from
@@ -306,6 +314,9 @@ func (h *Handler) Validate() error {
 	if err := h.validateHeaderUse(); err != nil {
 		return err
 	}
+	if err := h.validateCredentialGrants(); err != nil {
+		return err
+	}
 	if h.CacheSize != nil && *h.CacheSize < 0 {
 		return fmt.Errorf("cache_size: %d is negative", *h.CacheSize)
 	}
@@ -322,6 +333,7 @@ func (h *Handler) Validate() error {
 // Cleanup: requests still being served by the old config must keep a working engine. It
 // works after a failed Provision and when called twice.
 func (h *Handler) Cleanup() error {
+	h.janitor.Stop()
 	if h.engine == nil {
 		return nil
 	}
@@ -340,6 +352,10 @@ func (h *Handler) setDefaults() {
 	h.jwksPath = ""
 	if h.Assertion != nil && h.JWKSPath != off {
 		h.jwksPath = cmp.Or(h.JWKSPath, DefaultJWKSPath)
+	}
+	h.credsPath = ""
+	if c := h.PostgresCredentials; c != nil {
+		h.credsPath = cmp.Or(c.Path, DefaultCredentialsPath)
 	}
 }
 

@@ -59,8 +59,7 @@ type PostgresHandler struct {
 	logger  *zap.Logger
 	front   *pgfront.Front
 	gateway pgGateway
-	stop    context.CancelFunc // stops the janitor
-	stopped chan struct{}      // closed when the janitor has returned
+	janitor *janitor
 }
 
 // PostgresPolicy says how database logins are minted for verified identities.
@@ -391,30 +390,49 @@ func (h *PostgresHandler) logEnd(s *pgfront.Session, remote string) {
 	h.logger.Info("postgres session ended", fields...)
 }
 
-// janitor sweeps expired roles until ctx ends.
-func (h *PostgresHandler) janitor(ctx context.Context, every time.Duration) {
-	defer close(h.stopped)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		h.sweepOnce()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+// janitor sweeps a gateway's expired roles on a ticker until stopped.
+type janitor struct {
+	stop    context.CancelFunc
+	stopped chan struct{}
+}
+
+// startJanitor sweeps once now and then every `every`, logging what it did.
+func startJanitor(g pgGateway, logger *zap.Logger, every time.Duration) *janitor {
+	ctx, stop := context.WithCancel(context.Background())
+	j := &janitor{stop: stop, stopped: make(chan struct{})}
+	go func() {
+		defer close(j.stopped)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			sweepOnce(g, logger)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
+	}()
+	return j
+}
+
+// Stop ends the janitor and waits for a pass in progress. Nil is fine.
+func (j *janitor) Stop() {
+	if j != nil {
+		j.stop()
+		<-j.stopped
 	}
 }
 
-func (h *PostgresHandler) sweepOnce() {
-	r, err := h.gateway.sweep()
+func sweepOnce(g pgGateway, logger *zap.Logger) {
+	r, err := g.sweep()
 	switch {
 	case err != nil:
-		h.logger.Warn("postgres janitor", zap.Error(err))
+		logger.Warn("postgres janitor", zap.Error(err))
 	case r.Err != "":
-		h.logger.Warn("postgres janitor", zap.String("error", r.Err))
+		logger.Warn("postgres janitor", zap.String("error", r.Err))
 	case len(r.Deactivated)+len(r.Dropped) > 0 || r.Terminated > 0:
-		h.logger.Info("postgres janitor", zap.Strings("deactivated", r.Deactivated),
+		logger.Info("postgres janitor", zap.Strings("deactivated", r.Deactivated),
 			zap.Strings("dropped", r.Dropped), zap.Int("sessions_terminated", r.Terminated))
 	}
 }
@@ -422,10 +440,7 @@ func (h *PostgresHandler) sweepOnce() {
 // Cleanup stops the janitor. The gateway itself is freed by the garbage collector once no
 // connection holds this handler, since sessions of a retired config may still be logging in.
 func (h *PostgresHandler) Cleanup() error {
-	if h.stop != nil {
-		h.stop()
-		<-h.stopped
-	}
+	h.janitor.Stop()
 	return nil
 }
 

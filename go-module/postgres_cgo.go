@@ -4,7 +4,6 @@ package caddyiap
 
 import (
 	"cmp"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -58,10 +57,7 @@ func (h *PostgresHandler) Provision(ctx caddy.Context) error {
 	h.gateway = ffiGateway{gw}
 	h.front.Auth = authenticator{gateway: h.gateway}
 
-	jctx, stop := context.WithCancel(context.Background())
-	h.stop = stop
-	h.stopped = make(chan struct{})
-	go h.janitor(jctx, cmp.Or(time.Duration(h.Postgres.JanitorInterval), defaultJanitorInterval))
+	h.janitor = startJanitor(h.gateway, h.logger, cmp.Or(time.Duration(h.Postgres.JanitorInterval), defaultJanitorInterval))
 
 	h.logger.Debug("postgres gateway ready",
 		zap.String("engine_version", ffi.Version()),

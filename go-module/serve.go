@@ -59,6 +59,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.removeToken(r.Header)
 	}
 
+	if h.credsPath != "" && r.URL.Path == h.credsPath {
+		return h.serveCredentials(w, r, token)
+	}
+
 	req := ffi.Request{Method: r.Method, Host: r.Host, Path: r.URL.EscapedPath(), Token: token}
 	start := time.Now()
 	d, err := h.engine.Decide(&req)

@@ -285,3 +285,49 @@ def test_hostile_claims_cannot_inject_sql(gateway, pg, pg_idp, kind):
     assert ROLE_NAME.match(role) and len(role.encode()) <= 63, role
     assert pg.sql("SELECT count(*) FROM pg_roles WHERE rolname = 'postgres'") == "1"
     assert pg.managed_roles()[role] is True
+
+
+def test_http_credentials_endpoint_vault_style(tmp_path, pg, pg_idp, monkeypatch, request):
+    """POST /.iap/postgres/credentials with a bearer token: a login for direct use."""
+    monkeypatch.setenv("IAP_TEST_PG_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    iap = f"""issuer {pg_idp.issuer} {{
+	audience {AUD}
+}}
+role reader claim groups contains readers
+role writer claim groups contains writers
+allow writer GET /nothing
+postgres_credentials {{
+	admin "host=127.0.0.1 port={pg.port} user={ADMIN_USER} dbname={DB} sslmode=disable" {{
+		password_env IAP_TEST_PG_ADMIN_PASSWORD
+	}}
+	grant reader app_reader
+	grant writer app_reader app_writer
+	databases {DB}
+	connect 127.0.0.1:{pg.port}
+}}"""
+    c = Caddy(workdir=tmp_path / "http", upstream_address="127.0.0.1:9", iap_config=iap)
+    request.node.stash.setdefault(__import__("iaplib").LOGS, []).extend([c.log_path, c.caddyfile])
+    c.start()
+    try:
+        url = "/.iap/postgres/credentials"
+        r = c.request("POST", url, pg_idp.token("reader", AUD))
+        assert r.status_code == 200, r.text
+        assert r.headers["Cache-Control"] == "no-store"
+        creds = r.json()
+        assert creds["dbname"] == DB and creds["port"] == pg.port and creds["granted_roles"] == ["app_reader"]
+        assert ROLE_NAME.match(creds["username"])
+        with psycopg.connect(host=creds["host"], port=creds["port"], dbname=creds["dbname"],
+                             user=creds["username"], password=creds["password"], sslmode="disable") as conn:
+            assert conn.execute("SELECT current_user").fetchone()[0] == creds["username"]
+            assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] >= 2
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("INSERT INTO orders (item) VALUES ('x')")
+        assert creds["password"] not in c.log_text()
+
+        assert c.request("POST", url, pg_idp.token("nobody", AUD)).status_code == 403
+        r = c.request("POST", url)
+        assert r.status_code == 401 and "Bearer" in r.headers["WWW-Authenticate"]
+        assert c.request("POST", url, "not-a-token").status_code == 401
+        assert c.request("GET", url, pg_idp.token("reader", AUD)).status_code == 405
+    finally:
+        c.stop()
