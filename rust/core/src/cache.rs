@@ -22,6 +22,9 @@ pub(crate) struct Entry {
     pub(crate) epoch: u64,
     /// Valid while `now <= valid_until` (the token's `exp`).
     pub(crate) valid_until: u64,
+    /// The clock when it was verified. `nbf`/`iat` held then, so they hold at any later time;
+    /// a clock stepped back before it is re-checked from scratch.
+    pub(crate) verified_at: u64,
 }
 
 /// Bounded cache of verified tokens.
@@ -59,7 +62,10 @@ impl TokenCache {
     ) -> Option<Entry> {
         let entries = self.entries.as_ref()?;
         let entry = entries.get(key)?;
-        if now > entry.valid_until || epoch_of(entry.issuer) != entry.epoch {
+        if now > entry.valid_until
+            || now < entry.verified_at
+            || epoch_of(entry.issuer) != entry.epoch
+        {
             entries.remove(key);
             return None;
         }

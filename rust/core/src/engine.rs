@@ -434,6 +434,7 @@ impl Engine {
                 issuer,
                 epoch,
                 valid_until,
+                verified_at: now,
             },
         );
         Ok((identity, false))

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
-use serde::Deserialize;
 
 use crate::alg::Alg;
 use crate::clock::Clock;
@@ -399,27 +398,27 @@ fn retry_delay(failures: u32, refresh_min: u64) -> u64 {
     backoff.min(MAX_RETRY_SECS).min(refresh_min.max(1))
 }
 
-/// The fields of an OpenID Provider Metadata document we use.
-#[derive(Deserialize)]
-struct Discovery {
-    issuer: String,
-    jwks_uri: String,
-}
-
 /// Reads the OpenID Provider Metadata document served for `issuer`: its `issuer` must equal the
 /// configured one byte for byte, and its `jwks_uri` must be a URL we fetch from. Returns the
 /// `jwks_uri`; errors are log lines.
 pub fn parse_discovery(issuer: &str, body: &[u8]) -> Result<String, String> {
-    let doc: Discovery =
-        serde_json::from_slice(body).map_err(|e| format!("not a valid document: {e}"))?;
-    if doc.issuer != issuer {
+    // The strict parser, as for tokens and key sets: the whole document must be valid JSON
+    // without repeated keys, not just the two fields read here.
+    let doc = crate::json::parse_object(body, "discovery document")
+        .map_err(|e| format!("not a valid document: {e}"))?;
+    let field = |name: &str| match doc.get(name) {
+        Some(serde_json::Value::String(s)) => Ok(s.as_str()),
+        Some(_) => Err(format!("{name} is not a string")),
+        None => Err(format!("no {name}")),
+    };
+    let (doc_issuer, jwks_uri) = (field("issuer")?, field("jwks_uri")?);
+    if doc_issuer != issuer {
         return Err(format!(
-            "issuer {:?} does not equal the configured {issuer:?}",
-            doc.issuer
+            "issuer {doc_issuer:?} does not equal the configured {issuer:?}"
         ));
     }
-    check_url(&doc.jwks_uri).map_err(|e| format!("jwks_uri: {e}"))?;
-    Ok(doc.jwks_uri)
+    check_url(jwks_uri).map_err(|e| format!("jwks_uri: {e}"))?;
+    Ok(jwks_uri.to_owned())
 }
 
 /// OpenID Connect Discovery 1.0 §4: strip one trailing slash, append the well-known path.

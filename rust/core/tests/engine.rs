@@ -233,6 +233,20 @@ fn cache_never_outlives_exp() {
 }
 
 #[test]
+fn cache_never_answers_for_a_clock_stepped_back() {
+    each_suite(|s| {
+        // Valid from NOW on (nbf); verified and cached at NOW.
+        let token = s.token(json!({"groups": ["db-readers"], "nbf": NOW, "iat": NOW}));
+        assert!(s.decide("GET", "/items/1", Some(&token)).allowed());
+        // The clock is stepped back past the leeway: the uncached answer, not the cached one.
+        s.clock.set(NOW - 120);
+        let d = s.decide("GET", "/items/1", Some(&token));
+        assert_eq!(d.reason_code(), ReasonCode::BadTime, "{}", d.reason);
+        assert!(!d.cache_hit);
+    });
+}
+
+#[test]
 fn dot_segments_and_encoded_slashes_are_refused() {
     each_suite(|s| {
         let token = s.token(json!({"groups": ["db-readers"]}));

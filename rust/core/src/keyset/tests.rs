@@ -316,3 +316,23 @@ fn discovery_url_strips_one_trailing_slash() {
         "https://a.example/t/v2.0/.well-known/openid-configuration"
     );
 }
+
+#[test]
+fn discovery_documents_are_parsed_strictly() {
+    let iss = "https://idp.example.com/";
+    let ok = br#"{"issuer":"https://idp.example.com/","jwks_uri":"https://idp.example.com/jwks"}"#;
+    assert_eq!(
+        parse_discovery(iss, ok).unwrap(),
+        "https://idp.example.com/jwks"
+    );
+    for bad in [
+        // Two issuers: which one a parser keeps is up to the parser.
+        &br#"{"issuer":"https://evil.example/","issuer":"https://idp.example.com/","jwks_uri":"https://idp.example.com/jwks"}"#[..],
+        // Invalid UTF-8 in a field nobody reads (found by the discovery_doc fuzz target).
+        b"{\"issuer\":\"https://idp.example.com/\",\"x\":\"\xff\",\"jwks_uri\":\"https://idp.example.com/jwks\"}",
+        br#"{"issuer":"https://idp.example.com/","jwks_uri":7}"#,
+        br#"["issuer"]"#,
+    ] {
+        assert!(parse_discovery(iss, bad).is_err(), "{}", String::from_utf8_lossy(bad));
+    }
+}
