@@ -3,6 +3,7 @@
 #   make run     runs Caddy on Caddyfile.example (embedded demo issuer, no outside service)
 #   make test    lint + Rust tests + Go tests + end-to-end tests (real IdP, real PostgreSQL) + fuzz smoke
 #   make bench   criterion benchmarks of the core and the FFI call
+#   make bench-postgres   the PostgreSQL gateway vs direct logins (setup time, pgbench)
 
 SHELL := /bin/bash
 GOBIN := $(shell go env GOPATH)/bin
@@ -22,7 +23,7 @@ CGO_ENV = CGO_ENABLED=1 CGO_CFLAGS="-O2 -g -DIAP_LIB_STAMP=$(LIB_STAMP)"
 RUST_SOURCES := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock
 GO_SOURCES := $(shell find go-module -name '*.go' -o -name go.mod -o -name go.sum)
 
-.PHONY: all caddy lib header header-check run test lint test-rust test-go test-e2e fuzz bench clean
+.PHONY: all caddy lib header header-check run test lint test-rust test-go test-e2e fuzz bench bench-postgres clean
 
 all: caddy
 
@@ -88,6 +89,11 @@ test: lint test-rust test-go test-e2e fuzz
 bench:
 	cargo bench --locked -p caddy-iap-core --bench core
 	cargo bench --locked -p caddy-iap-ffi --bench ffi
+
+# The PostgreSQL gateway against direct logins, side by side (connection setup, pgbench -S).
+bench-postgres: bin/caddy
+	bash tests/run-e2e.sh --collect-only -q >/dev/null  # installs the test venv and the IdP
+	tests/.venv/bin/python tests/bench/pg_bench.py
 
 clean:
 	cargo clean
