@@ -61,6 +61,9 @@ def main() -> None:
     ap.add_argument("--connects", type=int, default=200)
     ap.add_argument("--seconds", type=int, default=15)
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--unix", action="store_true",
+                    help="the gateway reaches PostgreSQL over its Unix socket (co-located), not loopback TCP")
+    ap.add_argument("--profile", help="write a CPU profile of Caddy during the gateway pgbench run here")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="iap-pg-bench-"))
@@ -97,6 +100,8 @@ admin "host=127.0.0.1 port={pg.port} user={ADMIN_USER} dbname={DB} sslmode=disab
 }}
 grant reader app_reader
 ttl 1h"""
+        if args.unix:
+            policy += f'\nupstream "host={pg.dir} port={pg.port} sslmode=disable"'
         caddy.text = pg_caddyfile(admin_port=caddy.admin_port, storage=caddy.storage, log_path=caddy.log_path,
                                   pg_port=caddy.port, https_port=free_port(), cert=cert, key=key,
                                   policy=policy.replace("\n", "\n\t\t\t\t\t"))
@@ -135,13 +140,27 @@ ttl 1h"""
         env = dict(os.environ)
         tps_direct = pgbench(args.seconds, args.clients, dict(env, PGPASSWORD="bench-pw"),
                              f"host=127.0.0.1 port={pg.port} dbname={DB} user=bench sslmode=require")
+        profiler = None
+        if args.profile:
+            import threading
+            import urllib.request
+
+            def fetch():
+                url = f"http://127.0.0.1:{caddy.admin_port}/debug/pprof/profile?seconds={max(1, args.seconds - 4)}"
+                Path(args.profile).write_bytes(urllib.request.urlopen(url, timeout=args.seconds + 30).read())
+
+            profiler = threading.Timer(2, fetch)
+            profiler.start()
         tps_gateway = pgbench(args.seconds, args.clients, dict(env, PGPASSWORD=tokens["u0"]),
                               f"host=127.0.0.1 port={caddy.port} dbname={DB} user=u0@example.com sslmode=require")
+        if profiler:
+            profiler.join()
         print(f"\n## Relay throughput (pgbench -S, {args.clients} clients, {args.seconds}s each)\n")
         print("| path | tps | ratio |")
         print("| --- | --- | --- |")
         print(f"| direct, TLS | {tps_direct:.0f} | 1.00 |")
-        print(f"| gateway (TLS to the gateway, loopback to the server) | {tps_gateway:.0f} | {tps_gateway / tps_direct:.2f} |")
+        leg = "Unix socket" if args.unix else "loopback TCP"
+        print(f"| gateway (TLS to the gateway, {leg} to the server) | {tps_gateway:.0f} | {tps_gateway / tps_direct:.2f} |")
     finally:
         if caddy:
             caddy.stop()
