@@ -76,6 +76,14 @@ class Postgres:
                       "--auth-host=scram-sha-256", "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"),
             check=True, capture_output=True,
         )
+        self.launch()
+        self.sql(SETUP_SQL, db="postgres")
+        self.sql(f"CREATE DATABASE {DB}", db="postgres")  # not inside a transaction
+        self.sql(SETUP_APP_SQL)
+        return self
+
+    def launch(self) -> None:
+        """Starts the server on the existing data directory and waits until it accepts."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         try:
             self.proc = subprocess.Popen(
@@ -89,10 +97,6 @@ class Postgres:
         finally:
             log.close()
         wait_for(lambda: self._ready(), 30, what="PostgreSQL to accept connections")
-        self.sql(SETUP_SQL, db="postgres")
-        self.sql(f"CREATE DATABASE {DB}", db="postgres")  # not inside a transaction
-        self.sql(SETUP_APP_SQL)
-        return self
 
     def _ready(self) -> bool:
         if self.proc.poll() is not None:

@@ -289,18 +289,7 @@ def pg_stop(pg: Postgres):
 
 
 def pg_start_again(pg: Postgres):
-    log = open(pg.log_path, "ab")  # noqa: SIM115 - owned by the child
-    try:
-        pg.proc = subprocess.Popen(
-            pg._cmd(pg_bin("postgres"), "-D", str(pg.data), "-k", str(pg.dir),
-                    "-c", "listen_addresses=127.0.0.1", "-p", str(pg.port),
-                    "-c", "fsync=off", "-c", "log_connections=on",
-                    "-c", "log_statement=all", "-c", "max_connections=200"),
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-    finally:
-        log.close()
-    wait_until(lambda: pg._ready(), 30, "PostgreSQL to come back")
+    pg.launch()
 
 
 def test_database_down_during_provisioning_then_back(gateway, pg, pg_idp):  # noqa: F811
