@@ -4,6 +4,8 @@
 #   fuzz/run.sh [seconds]            all targets
 #   TARGETS="role_rules" fuzz/run.sh 600
 #   MERGE=1 fuzz/run.sh 300          then merge what was found into corpus/<target>
+#   SEED=1 fuzz/run.sh 30            a fixed libFuzzer seed (what `make test` uses, so CI replays
+#                                    the same inputs every run; a new find comes from longer runs)
 #
 # Exits non-zero if any target crashes (or a property assertion fails); the input is saved in
 # fuzz/artifacts/<target>/ and reproduced with `cargo fuzz run -s none -a <target> <file>`.
@@ -26,8 +28,12 @@ failed=()
 for t in "${targets[@]}"; do
     mkdir -p "work/$t" "corpus/$t" "artifacts/$t"
     echo "== $t: ${secs}s"
+    seed=()
+    [ -n "${SEED:-}" ] && seed=(-seed="$SEED")
+    # A fixed seed replays the same mutations only from the same starting corpus.
+    [ -n "${SEED:-}" ] && rm -rf "work/$t" && mkdir -p "work/$t"
     cargo fuzz run "${flags[@]}" "$t" "work/$t" "corpus/$t" -- \
-        -max_total_time="$secs" -print_final_stats=1 >"work/$t.log" 2>&1
+        -max_total_time="$secs" -print_final_stats=1 "${seed[@]}" >"work/$t.log" 2>&1
     status=$?
     grep -E '^#[0-9]+[[:space:]]+DONE|stat::average_exec_per_sec' "work/$t.log" | tail -2
     if [ "$status" -ne 0 ]; then
