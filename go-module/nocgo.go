@@ -22,3 +22,8 @@ func (h *Handler) Provision(caddy.Context) error {
 func (h *PostgresHandler) Provision(caddy.Context) error {
 	return errNeedsCgo
 }
+
+// Provision fails: the gateway is a Rust library linked through cgo.
+func (h *CosmosHandler) Provision(caddy.Context) error {
+	return errNeedsCgo
+}

@@ -34,6 +34,13 @@ typedef uint32_t iap_result;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// The outcome of one request. Opaque; read with [`iap_cosmos_decision_get`], free with
+// [`iap_cosmos_decision_free`].
+typedef struct iap_cosmos_decision iap_cosmos_decision;
+
+// A Cosmos DB gateway. Opaque; shared (reference-counted) by all callers.
+typedef struct iap_cosmos_gateway iap_cosmos_gateway;
+
 // One decision. Opaque; read it with [`iap_decision_get`], free it with [`iap_decision_free`].
 typedef struct iap_decision iap_decision;
 
@@ -59,6 +66,64 @@ typedef struct {
   // Number of bytes.
   size_t len;
 } iap_str;
+
+// One request's facts, borrowed for the duration of [`iap_cosmos_authorize`].
+typedef struct {
+  // HTTP method, upper case.
+  iap_str method;
+  // The escaped path, without the query string.
+  iap_str path;
+  // The client's `Authorization` header value (empty when absent).
+  iap_str authorization;
+  // The `x-ms-documentdb-isquery` header value (empty when absent).
+  iap_str is_query;
+  // The `Content-Type` header value.
+  iap_str content_type;
+  // The `x-ms-documentdb-is-upsert` header value.
+  iap_str is_upsert;
+  // The `x-ms-cosmos-is-batch-request` header value.
+  iap_str is_batch;
+  // The body of a POST (empty for other methods).
+  iap_str body;
+} iap_cosmos_request;
+
+// A borrowed view of a decision; every pointer in it is valid until
+// `iap_cosmos_decision_free`.
+typedef struct {
+  // Whether the request may go upstream.
+  bool allowed;
+  // Refusal: the HTTP status (400, 401, 403, 503); 200 when allowed.
+  uint16_t status;
+  // Refusal: the JSON body, shaped like a Cosmos DB error.
+  iap_str body;
+  // Refusal: the reason for the log.
+  iap_str log_reason;
+  // What was asked (`items/read on dbs/app/colls/orders`); may be empty.
+  iap_str operation;
+  // Allowed: the upstream `Authorization` value. Secret: never log it.
+  iap_str authorization;
+  // Allowed: the upstream `x-ms-date` value.
+  iap_str date;
+  // Allowed: the response is the account document, to be rewritten with
+  // [`iap_cosmos_rewrite_account`].
+  bool account_document;
+  // Allowed: send `x-ms-documentdb-isquery: True` upstream (otherwise remove it).
+  bool query;
+  // Allowed: send `x-ms-documentdb-is-upsert: True` upstream (otherwise remove it).
+  bool upsert;
+  // Allowed: send `x-ms-cosmos-is-batch-request: True` upstream (otherwise remove it).
+  bool batch;
+  // Verified subject; empty when the token was not valid.
+  iap_str subject;
+  // Verified email; may be empty.
+  iap_str email;
+  // Issuer of the verified token; may be empty.
+  iap_str issuer;
+  // The caddy-iap roles the token maps to.
+  const iap_str *roles;
+  // Number of roles.
+  size_t roles_len;
+} iap_cosmos_decision_view;
 
 // A borrowed header (name, value) pair.
 typedef struct {
@@ -230,6 +295,55 @@ extern "C" {
 
 // The library version, a static NUL-terminated string. Never free it.
 const char *iap_version(void);
+
+// Builds a gateway for one policy (`policy_json`, UTF-8 JSON) on top of `engine`, which it
+// keeps alive. Reads the account key or client secret the policy names; makes no network
+// call.
+//
+// On success writes the gateway to `*gateway_out`; the caller owns it and releases it with
+// [`iap_cosmos_gateway_free`]. On `IAP_RESULT_INVALID_CONFIG` writes the reason into
+// `err_buf` as [`crate::iap_engine_new`] does (never secret material).
+iap_result iap_cosmos_gateway_new(const iap_engine *engine,
+                                  const uint8_t *policy_json,
+                                  size_t policy_len,
+                                  uint8_t *err_buf,
+                                  size_t err_buf_len,
+                                  size_t *err_written,
+                                  const iap_cosmos_gateway **gateway_out);
+
+// Releases the caller's reference to `gateway` (NULL is fine). Must not be called twice, nor
+// while a call is in flight.
+void iap_cosmos_gateway_free(const iap_cosmos_gateway *gateway);
+
+// Decides one request: verifies the token, parses the request, checks the grants, and for an
+// allowed request signs it for the account. May block once per token lifetime for an Entra
+// token request (bounded by the policy's timeout).
+//
+// On `IAP_RESULT_OK` writes a decision to `*decision_out`; the caller owns it and must free it
+// with [`iap_cosmos_decision_free`]. The request is only borrowed for this call.
+iap_result iap_cosmos_authorize(const iap_cosmos_gateway *gateway,
+                                const iap_cosmos_request *request,
+                                iap_cosmos_decision **decision_out);
+
+// Writes a view of `decision` to `*view_out`. Does nothing when either pointer is NULL.
+void iap_cosmos_decision_get(const iap_cosmos_decision *decision,
+                             iap_cosmos_decision_view *view_out);
+
+// Frees a decision (NULL is fine). Views of it become invalid.
+void iap_cosmos_decision_free(iap_cosmos_decision *decision);
+
+// Rewrites an account document (the body of `GET /`) so every advertised endpoint is
+// `gateway_url`, into the caller's buffer `out` of `out_len` bytes; `*written` gets the length.
+//
+// Returns `IAP_RESULT_BUFFER_TOO_SMALL` with the needed length in `*written` when `out` is too
+// small (call again with a larger buffer), and `IAP_RESULT_INVALID_PARAMETER` when the body is
+// not an account document. Everything is borrowed for this call only.
+iap_result iap_cosmos_rewrite_account(const uint8_t *body,
+                                      size_t body_len,
+                                      iap_str gateway_url,
+                                      uint8_t *out,
+                                      size_t out_len,
+                                      size_t *written);
 
 // Writes a view of `decision` to `*out`. Every pointer in the view is borrowed from the
 // decision and valid until [`iap_decision_free`]. Does nothing when either pointer is NULL.

@@ -3,7 +3,7 @@
 #
 #   tests/run-e2e.sh [pytest args...]     e.g. tests/run-e2e.sh -k refusals -x
 #
-# Needs node (>= 20), npm and python3 (>= 3.10). Installs nothing system-wide: the IdP's npm
+# Needs node (>= 20), npm, go and python3 (>= 3.10). Installs nothing system-wide: the IdP's npm
 # packages go to tests/idp/node_modules (npm ci, from package-lock.json) and the Python packages to
 # tests/.venv (from tests/e2e/requirements.txt). Exits non-zero when any test fails.
 set -euo pipefail
@@ -27,6 +27,13 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
     echo "run-e2e: installing e2e/requirements.txt into $venv" >&2
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r e2e/requirements.txt
     echo "$want" > "$stamp"
+fi
+
+# The Cosmos DB emulator (pikami/cosmium), from the Go module proxy at the version in
+# tests/cosmium/go.mod.
+if [[ ! -x .bin/cosmium || cosmium/go.sum -nt .bin/cosmium ]]; then
+    echo "run-e2e: building the Cosmos DB emulator into tests/.bin/cosmium" >&2
+    (cd cosmium && go build -o ../.bin/cosmium github.com/pikami/cosmium/cmd/server)
 fi
 
 if [[ ! -x "$here/../bin/caddy" ]]; then

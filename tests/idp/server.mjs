@@ -136,7 +136,10 @@ const configuration = {
     },
   },
   ttl: {
-    ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? opts.ttl,
+    // Without a resource indicator (an opaque token, as Entra's client credentials look to the
+    // gateway) the client's own access_token_ttl applies.
+    ClientCredentials: (_ctx, token) =>
+      token.resourceServer?.accessTokenTTL ?? byId.get(token.clientId)?.access_token_ttl ?? opts.ttl,
     AccessToken: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? opts.ttl,
   },
   // Extra claims per client (groups, email, namespaced roles, realm_access, ...).

@@ -108,7 +108,7 @@ impl KeyFetcher for HttpFetcher {
 
 /// Accepts `https://` URLs, and `http://` only for loopback hosts. Returns whether the host is
 /// loopback.
-pub(crate) fn check_url(url: &str) -> Result<bool, FetchError> {
+pub fn check_url(url: &str) -> Result<bool, FetchError> {
     let (scheme, rest) = url.split_once("://").ok_or(FetchError::InsecureUrl)?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);

@@ -37,7 +37,7 @@ pub use config::{
 };
 pub use engine::{Decision, Engine, EngineStats, Identity, Request};
 pub use error::{ConfigError, Denial, Error, ReasonCode, TokenError};
-pub use fetch::{FetchError, HttpFetcher, KeyFetcher};
+pub use fetch::{FetchError, HttpFetcher, KeyFetcher, check_url};
 
 /// Test-only knobs and internals exposed for integration tests, fuzzing and benchmarks.
 /// Not part of the stable API.

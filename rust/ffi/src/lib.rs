@@ -1,4 +1,4 @@
-//! C ABI over `caddy-iap-core`, consumed by the Go Caddy module through cgo.
+//! C ABI over `caddy-iap-core` (and the PostgreSQL and Cosmos DB gateways), consumed by the Go Caddy module through cgo.
 //!
 //! Conventions (as in rustls-ffi):
 //! - fallible functions return an [`iap_result`]; out-parameters come last and are written only
@@ -20,6 +20,7 @@
 #[macro_use]
 mod panic;
 
+mod cosmos;
 mod decision;
 mod engine;
 mod error;
@@ -27,6 +28,11 @@ mod ffi;
 mod postgres;
 mod slice;
 
+pub use cosmos::{
+    iap_cosmos_authorize, iap_cosmos_decision, iap_cosmos_decision_free, iap_cosmos_decision_get,
+    iap_cosmos_decision_view, iap_cosmos_gateway, iap_cosmos_gateway_free, iap_cosmos_gateway_new,
+    iap_cosmos_request, iap_cosmos_rewrite_account,
+};
 pub use decision::{iap_decision, iap_decision_free, iap_decision_get, iap_decision_view};
 pub use engine::{
     iap_engine, iap_engine_decide, iap_engine_free, iap_engine_new, iap_engine_public_jwks,

@@ -1,0 +1,188 @@
+package ffi
+
+/*
+#include <stdint.h>
+#include <stdlib.h>
+#include "caddy_iap.h"
+*/
+import "C"
+
+import (
+	"runtime"
+	"sync"
+	"unsafe"
+)
+
+// CosmosGateway checks Cosmos DB REST requests against a policy and re-signs allowed ones
+// for the account (rust/cosmos). It uses an Engine for token checks and role mapping, and
+// holds the account key or Entra credential. Safe for concurrent use; the same lifetime rules
+// as Engine apply.
+type CosmosGateway struct {
+	mu      sync.RWMutex
+	p       *C.iap_cosmos_gateway // nil once closed
+	cleanup runtime.Cleanup
+}
+
+// NewCosmosGateway builds a gateway for one Cosmos DB policy (JSON, the shape of
+// rust/cosmos/src/config.rs) on top of engine. It reads the secret the policy names and makes
+// no network call.
+func NewCosmosGateway(engine *Engine, policyJSON []byte) (*CosmosGateway, error) {
+	engine.mu.RLock()
+	defer engine.mu.RUnlock()
+	if engine.p == nil {
+		return nil, ErrClosed
+	}
+	errBuf := make([]byte, errBufLen)
+	var written C.size_t
+	var p *C.iap_cosmos_gateway
+	res := C.iap_cosmos_gateway_new(engine.ptr(),
+		(*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(policyJSON))), C.size_t(len(policyJSON)),
+		(*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(errBuf))), C.size_t(len(errBuf)), &written,
+		&p,
+	)
+	runtime.KeepAlive(engine)
+	runtime.KeepAlive(policyJSON)
+	runtime.KeepAlive(errBuf)
+	if Result(res) != ResultOK || p == nil {
+		n := min(int(written), len(errBuf))
+		return nil, &Error{Op: "iap_cosmos_gateway_new", Code: Result(res), Message: string(errBuf[:n])}
+	}
+	g := &CosmosGateway{p: p}
+	g.cleanup = runtime.AddCleanup(g, func(p *C.iap_cosmos_gateway) { C.iap_cosmos_gateway_free(p) }, p)
+	return g, nil
+}
+
+// Close frees the gateway after calls in flight have returned.
+func (g *CosmosGateway) Close() {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.p == nil {
+		return
+	}
+	g.cleanup.Stop()
+	C.iap_cosmos_gateway_free(g.p)
+	g.p = nil
+}
+
+// CosmosRequest is what the gateway needs to know about one request: raw header values
+// (empty when absent) and, for a POST, the body.
+type CosmosRequest struct {
+	Method, EscapedPath, Authorization string
+	IsQuery, ContentType, IsUpsert     string
+	IsBatch                            string
+	Body                               []byte
+}
+
+// CosmosDecision is the outcome of one request.
+type CosmosDecision struct {
+	Allowed bool
+	// Refusal: HTTP status, Cosmos-shaped JSON body, and the reason for the log.
+	Status    int
+	Body      string
+	LogReason string
+	// What was asked, for the log.
+	Operation string
+	// Allowed: the upstream Authorization (secret: never log it) and x-ms-date values, and
+	// whether the response is the account document to rewrite.
+	Authorization   string
+	Date            string
+	AccountDocument bool
+	// Allowed: the request-kind headers to send upstream as True (removed when false).
+	Query, Upsert, Batch bool
+	// Identity, when the token was valid.
+	Subject, Email, Issuer string
+	Roles                  []string
+}
+
+// Authorize decides one request. It may block once per token lifetime while the gateway
+// fetches its own Entra token (bounded by the policy's timeout).
+func (g *CosmosGateway) Authorize(r *CosmosRequest) (CosmosDecision, error) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.p == nil {
+		return CosmosDecision{}, ErrClosed
+	}
+	var pin runtime.Pinner
+	defer pin.Unpin()
+	req := C.iap_cosmos_request{
+		method:        borrow(&pin, r.Method),
+		path:          borrow(&pin, r.EscapedPath),
+		authorization: borrow(&pin, r.Authorization),
+		is_query:      borrow(&pin, r.IsQuery),
+		content_type:  borrow(&pin, r.ContentType),
+		is_upsert:     borrow(&pin, r.IsUpsert),
+		is_batch:      borrow(&pin, r.IsBatch),
+		body:          borrowBytes(&pin, r.Body),
+	}
+	var out *C.iap_cosmos_decision
+	res := C.iap_cosmos_authorize(g.p, &req, &out)
+	runtime.KeepAlive(g)
+	if Result(res) != ResultOK || out == nil {
+		C.iap_cosmos_decision_free(out)
+		return CosmosDecision{}, &Error{Op: "iap_cosmos_authorize", Code: Result(res)}
+	}
+	defer C.iap_cosmos_decision_free(out)
+
+	var v C.iap_cosmos_decision_view
+	C.iap_cosmos_decision_get(out, &v)
+	return CosmosDecision{
+		Allowed:         bool(v.allowed),
+		Status:          int(v.status),
+		Body:            stringOf(v.body),
+		LogReason:       stringOf(v.log_reason),
+		Operation:       stringOf(v.operation),
+		Authorization:   stringOf(v.authorization),
+		Date:            stringOf(v.date),
+		AccountDocument: bool(v.account_document),
+		Query:           bool(v.query),
+		Upsert:          bool(v.upsert),
+		Batch:           bool(v.batch),
+		Subject:         stringOf(v.subject),
+		Email:           stringOf(v.email),
+		Issuer:          stringOf(v.issuer),
+		Roles:           stringsOf(v.roles, v.roles_len),
+	}, nil
+}
+
+// RewriteCosmosAccount returns the account document body with every advertised endpoint
+// replaced by gatewayURL; an error when body is not an account document.
+func RewriteCosmosAccount(body []byte, gatewayURL string) ([]byte, error) {
+	var pin runtime.Pinner
+	defer pin.Unpin()
+	url := borrow(&pin, gatewayURL)
+	if len(body) == 0 {
+		return nil, &Error{Op: "iap_cosmos_rewrite_account", Code: ResultInvalidParameter}
+	}
+	buf := make([]byte, len(body)+8*len(gatewayURL)+1024)
+	for range 2 {
+		var written C.size_t
+		res := C.iap_cosmos_rewrite_account(
+			(*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(body))), C.size_t(len(body)),
+			url,
+			(*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(buf))), C.size_t(len(buf)), &written)
+		runtime.KeepAlive(body)
+		runtime.KeepAlive(buf)
+		switch {
+		case Result(res) == ResultOK:
+			return buf[:written], nil
+		case Result(res) == ResultBufferTooSmall && int(written) > len(buf):
+			buf = make([]byte, written)
+		default:
+			return nil, &Error{Op: "iap_cosmos_rewrite_account", Code: Result(res)}
+		}
+	}
+	return nil, &Error{Op: "iap_cosmos_rewrite_account", Code: ResultBufferTooSmall}
+}
+
+// borrowBytes lends b to C for one call, as borrow does for strings.
+func borrowBytes(pin *runtime.Pinner, b []byte) C.iap_str {
+	if len(b) == 0 {
+		return C.iap_str{}
+	}
+	p := unsafe.SliceData(b)
+	pin.Pin(p)
+	return C.iap_str{data: (*C.uint8_t)(unsafe.Pointer(p)), len: C.size_t(len(b))}
+}
