@@ -126,7 +126,6 @@ https://127.0.0.1:{port} {{
 {policy}
 		}}
 		reverse_proxy {upstream_url.rstrip("/")} {{
-			header_up Host {{upstream_hostport}}
 {transport}		}}
 	}}
 }}

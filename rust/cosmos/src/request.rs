@@ -74,7 +74,6 @@ pub struct Flags {
 
 /// What a request does, in Cosmos DB's data-plane RBAC terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Operation {
     /// Metadata the SDKs read to start (account, database, container, partition key ranges):
     /// allowed for any role with a grant that reaches the resource.
@@ -88,7 +87,6 @@ pub enum Operation {
 
 /// Where a request points.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Target {
     /// The account, or an account-wide feed (`/dbs`, `/offers`).
     Account,
