@@ -14,7 +14,7 @@ set -uo pipefail
 
 secs=${1:-30}
 cd "$(dirname "$0")"
-read -ra targets <<<"${TARGETS:-token_verify compact_parse jwks_parse discovery_doc role_rules}"
+read -ra targets <<<"${TARGETS:-token_verify compact_parse jwks_parse discovery_doc role_rules cosmos_request}"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --version 0.13.2 --locked || exit 1

@@ -4,6 +4,7 @@ allowed request with the account key, which only it holds, for the cosmium emula
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -322,3 +323,18 @@ def test_entra_mode_sends_and_refreshes_the_gateways_own_token(request, tmp_path
     finally:
         gw.caddy.stop()
         upstream.close()
+
+
+def test_no_token_key_or_signature_in_the_gateway_log(request, gateway, cosmos_idp, emulator):
+    """Runs last in this module: everything above ran at DEBUG through this gateway."""
+    watch(request, gateway)
+    token = cosmos_idp.token("reader", AUD)
+    r = raw("GET", gateway.url + "dbs/app/colls/orders/docs/orders-1", gateway.cert,
+            headers={"Authorization": "type=aad&ver=1.0&sig=" + token, "x-ms-version": "2020-07-15",
+                     "x-ms-documentdb-partitionkey": '["orders-1"]'})
+    assert r.status_code == 200, r.text
+    log = gateway.caddy.log_text() + gateway.caddy.stdout_path.read_text(errors="replace")
+    assert emulator.key not in log
+    assert token not in log and token.split(".")[2] not in log
+    # Neither the caller's nor the gateway's signature, raw or URL-encoded.
+    assert not re.search(r"sig(=|%3[Dd])[A-Za-z0-9+/%_-]{16,}", log), re.search(r".{80}sig(=|%3[Dd]).{40}", log)
