@@ -4,9 +4,13 @@ allowed request with the account key, which only it holds, for the cosmium emula
 
 from __future__ import annotations
 
+import json
 import re
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -326,7 +330,7 @@ def test_entra_mode_sends_and_refreshes_the_gateways_own_token(request, tmp_path
 
 
 def test_no_token_key_or_signature_in_the_gateway_log(request, gateway, cosmos_idp, emulator):
-    """Runs last in this module: everything above ran at DEBUG through this gateway."""
+    """After the tests above, which all ran at DEBUG through this gateway."""
     watch(request, gateway)
     token = cosmos_idp.token("reader", AUD)
     r = raw("GET", gateway.url + "dbs/app/colls/orders/docs/orders-1", gateway.cert,
@@ -338,3 +342,79 @@ def test_no_token_key_or_signature_in_the_gateway_log(request, gateway, cosmos_i
     assert token not in log and token.split(".")[2] not in log
     # Neither the caller's nor the gateway's signature, raw or URL-encoded.
     assert not re.search(r"sig(=|%3[Dd])[A-Za-z0-9+/%_-]{16,}", log), re.search(r".{80}sig(=|%3[Dd]).{40}", log)
+
+
+class _FakeImds(BaseHTTPRequestHandler):
+    """A small fake of Azure's managed-identity endpoint (IMDS cannot run here): answers GET
+    .../token?api-version=...&resource=...&client_id=... with IMDS's string-typed fields."""
+
+    def do_GET(self):
+        self.server.hits.append((self.path, self.headers.get("Metadata")))
+        now = int(time.time())
+        body = json.dumps({"access_token": f"imds-token-{len(self.server.hits)}", "expires_in": "3599",
+                           "expires_on": str(now + 3599), "resource": "https://cosmos.azure.com",
+                           "token_type": "Bearer"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt, *args):
+        pass
+
+
+def test_entra_mode_with_a_managed_identity(request, tmp_path, cosmos_idp):
+    imds = ThreadingHTTPServer(("127.0.0.1", 0), _FakeImds)
+    imds.hits = []
+    threading.Thread(target=imds.serve_forever, daemon=True).start()
+    upstream = Upstream()
+    signing = f"""entra {{
+	managed_identity http://127.0.0.1:{imds.server_address[1]}/metadata/identity/oauth2/token
+	client_id 11111111-2222-3333-4444-555555555555
+}}"""
+    gw = Gateway(tmp_path, cosmos_idp, f"http://{upstream.address}", None, signing).start()
+    watch(request, gw)
+    try:
+        token = cosmos_idp.token("reader", AUD)
+        for _ in range(3):
+            r = raw("GET", gw.url + "dbs/app/colls/orders/docs/orders-1", gw.cert,
+                    headers={"Authorization": "Bearer " + token})
+            assert r.status_code == 200, r.text
+            assert upstream.last().one("Authorization") == "type%3Daad%26ver%3D1.0%26sig%3Dimds-token-1"
+        assert len(imds.hits) == 1, imds.hits  # fetched once, then cached
+        path, metadata = imds.hits[0]
+        assert metadata == "true"
+        q = parse_qs(urlsplit(path).query)
+        assert q == {"api-version": ["2018-02-01"], "resource": ["https://cosmos.azure.com"],
+                     "client_id": ["11111111-2222-3333-4444-555555555555"]}, q
+    finally:
+        gw.caddy.stop()
+        upstream.close()
+        imds.shutdown()
+
+
+def test_entra_token_endpoint_down_fails_closed(request, tmp_path, cosmos_idp):
+    upstream = Upstream()
+    signing = f"""entra {{
+	token_url http://127.0.0.1:{free_port()}/token
+	client_id gateway
+	client_secret_file {tmp_path / "secret"}
+	timeout 2s
+}}"""
+    (tmp_path / "secret").write_text("s3cret-for-tests\n")
+    gw = Gateway(tmp_path, cosmos_idp, f"http://{upstream.address}", None, signing).start()
+    watch(request, gw)
+    try:
+        token = cosmos_idp.token("reader", AUD)
+        for _ in range(3):
+            t0 = time.monotonic()
+            r = raw("GET", gw.url + "dbs/app/colls/orders/docs/orders-1", gw.cert,
+                    headers={"Authorization": "Bearer " + token})
+            assert r.status_code == 503 and r.json()["code"] == "ServiceUnavailable", r.text
+            assert time.monotonic() - t0 < 3, "a request waited past the token timeout"
+        assert upstream.count() == 0, "an unsigned request went upstream"
+        assert "no Entra token for the account" in gw.caddy.log_text()
+    finally:
+        gw.caddy.stop()
+        upstream.close()
