@@ -36,11 +36,8 @@ const maxCosmosBody = 4 << 20
 // 403 or 503. The account document (`GET /`) is rewritten so SDKs with endpoint discovery on
 // keep talking to the gateway.
 type CosmosHandler struct {
-	// Trusted token issuers; at least one.
-	Issuers []Issuer `json:"issuers,omitempty"`
-
-	// Claim rules granting roles, as for the `iap` handler.
-	Roles []RoleRule `json:"roles,omitempty"`
+	// Whose tokens count and which roles they carry.
+	TokenIdentity
 
 	// What each role may do where.
 	Grants []CosmosGrant `json:"grants,omitempty"`
@@ -53,12 +50,6 @@ type CosmosHandler struct {
 
 	// Sign with the gateway's own Entra ID token instead of a key.
 	Entra *CosmosEntra `json:"entra,omitempty"`
-
-	// Entries in the verified-token cache. Default 65536; 0 turns the cache off.
-	CacheSize *int `json:"cache_size,omitempty"`
-
-	// Longest token accepted, in bytes. Default 8192.
-	MaxTokenSize int `json:"max_token_size,omitempty"`
 
 	// Log every allowed request at info level (denials always are); default is debug.
 	Audit bool `json:"audit,omitempty"`
@@ -111,24 +102,14 @@ func (CosmosHandler) CaddyModule() caddy.ModuleInfo {
 // Validate checks what can be checked without reading secrets; the Rust gateway checks the
 // grants' action names and scopes, and reads the key, at Provision.
 func (h *CosmosHandler) Validate() error {
-	if len(h.Issuers) == 0 {
-		return errors.New("at least one issuer is required")
-	}
-	for i := range h.Issuers {
-		if err := h.Issuers[i].validate(); err != nil {
-			return fmt.Errorf("issuers[%d]: %w", i, err)
-		}
-	}
-	for i := range h.Roles {
-		if err := h.Roles[i].validate(); err != nil {
-			return fmt.Errorf("roles[%d]: %w", i, err)
-		}
+	if err := h.TokenIdentity.validate(); err != nil {
+		return err
 	}
 	if len(h.Grants) == 0 {
 		return errors.New("grants: at least one grant is required")
 	}
 	for _, g := range h.Grants {
-		if !slices.ContainsFunc(h.Roles, func(r RoleRule) bool { return r.Role == g.Role }) {
+		if !h.grantsRole(g.Role) {
 			return fmt.Errorf("grants: role %q is granted by no role rule", g.Role)
 		}
 	}
@@ -140,12 +121,6 @@ func (h *CosmosHandler) Validate() error {
 	}
 	if keys != 1 {
 		return errors.New("set exactly one of account_key_env, account_key_file and entra")
-	}
-	if h.CacheSize != nil && *h.CacheSize < 0 {
-		return fmt.Errorf("cache_size: %d is negative", *h.CacheSize)
-	}
-	if h.MaxTokenSize < 0 {
-		return fmt.Errorf("max_token_size: %d is negative", h.MaxTokenSize)
 	}
 	return nil
 }
@@ -221,29 +196,20 @@ func (h *CosmosHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		sub := d.Val()
-		if sub != "issuer" && sub != "role" && sub != "grant" {
+		if !h.repeatable(sub) && sub != "grant" {
 			if seen[sub] {
 				return d.Errf("%s is set twice", sub)
 			}
 			seen[sub] = true
 		}
-		var err error
+		known, err := h.TokenIdentity.unmarshalSubdirective(d)
+		if known {
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		switch sub {
-		case "issuer":
-			var iss Issuer
-			if iss, err = parseIssuer(d); err == nil {
-				for _, other := range h.Issuers {
-					if other.Issuer == iss.Issuer {
-						return d.Errf("issuer %q is configured twice", iss.Issuer)
-					}
-				}
-				h.Issuers = append(h.Issuers, iss)
-			}
-		case "role":
-			var rule RoleRule
-			if rule, err = parseRole(d); err == nil {
-				h.Roles = append(h.Roles, rule)
-			}
 		case "grant":
 			err = h.parseGrant(d)
 		case "account_key_env":
@@ -252,13 +218,6 @@ func (h *CosmosHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneArg(d, &h.AccountKeyFile)
 		case "entra":
 			h.Entra, err = parseEntra(d)
-		case "cache_size":
-			var n int
-			if n, err = intArg(d); err == nil {
-				h.CacheSize = &n
-			}
-		case "max_token_size":
-			h.MaxTokenSize, err = intArg(d)
 		case "audit":
 			if d.NextArg() {
 				return d.ArgErr()

@@ -20,11 +20,7 @@ func (h *CosmosHandler) Provision(ctx caddy.Context) error {
 	if err := h.Validate(); err != nil {
 		return err
 	}
-	cfg, err := identityConfig(h.Issuers, h.Roles, h.CacheSize, h.MaxTokenSize, os.ReadFile)
-	if err != nil {
-		return err
-	}
-	engineJSON, err := json.Marshal(cfg)
+	engineJSON, err := h.TokenIdentity.engineJSON(os.ReadFile)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,7 @@ package caddyiap
 
 import (
 	"bytes"
-	"fmt"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
@@ -152,7 +152,11 @@ func (h *CosmosHandler) serveAccountDocument(w http.ResponseWriter, r *http.Requ
 // code and message.
 func (h *CosmosHandler) refuse(w http.ResponseWriter, r *http.Request, status int, code, body, reason string, d *cosmosDecision) error {
 	if code != "" {
-		body = fmt.Sprintf(`{"code":%q,"message":%q}`, code, body)
+		b, _ := json.Marshal(struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		}{code, body})
+		body = string(b)
 	}
 	if c := h.logger.Check(zapcore.InfoLevel, "cosmos request denied"); c != nil {
 		fields := []zap.Field{zap.Int("status", status), zap.String("reason", reason),

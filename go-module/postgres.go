@@ -41,17 +41,8 @@ const (
 // Without a `postgres` policy the handler only forwards cancel requests and refuses logins:
 // that is the form for the route that catches connections which did not ask for TLS.
 type PostgresHandler struct {
-	// Trusted token issuers; at least one when a policy is set.
-	Issuers []Issuer `json:"issuers,omitempty"`
-
-	// Claim rules granting roles, as for the `iap` HTTP handler.
-	Roles []RoleRule `json:"roles,omitempty"`
-
-	// Entries in the verified-token cache. Default 65536; 0 turns the cache off.
-	CacheSize *int `json:"cache_size,omitempty"`
-
-	// Longest token accepted, in bytes. Default 8192.
-	MaxTokenSize int `json:"max_token_size,omitempty"`
+	// Whose tokens count and which roles they carry (only with a policy).
+	TokenIdentity
 
 	// The database policy: where the database is, how logins are minted, what they grant.
 	Postgres *PostgresPolicy `json:"postgres,omitempty"`
@@ -192,30 +183,14 @@ func (h *PostgresHandler) Validate() error {
 		}
 		return nil
 	}
-	if len(h.Issuers) == 0 {
-		return errors.New("at least one issuer is required")
-	}
-	for i := range h.Issuers {
-		if err := h.Issuers[i].validate(); err != nil {
-			return fmt.Errorf("issuers[%d]: %w", i, err)
-		}
-	}
-	for i := range h.Roles {
-		if err := h.Roles[i].validate(); err != nil {
-			return fmt.Errorf("roles[%d]: %w", i, err)
-		}
-	}
-	if h.CacheSize != nil && *h.CacheSize < 0 {
-		return fmt.Errorf("cache_size: %d is negative", *h.CacheSize)
-	}
-	if h.MaxTokenSize < 0 {
-		return fmt.Errorf("max_token_size: %d is negative", h.MaxTokenSize)
+	if err := h.TokenIdentity.validate(); err != nil {
+		return err
 	}
 	if err := h.Postgres.validate(); err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
 	for role := range h.Postgres.Grants {
-		if !slices.ContainsFunc(h.Roles, func(r RoleRule) bool { return r.Role == role }) {
+		if !h.grantsRole(role) {
 			return fmt.Errorf("postgres: grants: role %q is granted by no role rule", role)
 		}
 	}

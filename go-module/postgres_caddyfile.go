@@ -39,41 +39,18 @@ func (h *PostgresHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		sub := d.Val()
-		if sub != "issuer" && sub != "role" && sub != "grant" {
+		if !h.repeatable(sub) && sub != "grant" {
 			if seen[sub] {
 				return d.Errf("%s is set twice", sub)
 			}
 			seen[sub] = true
 		}
-		var err error
-		switch sub {
-		case "issuer":
-			var iss Issuer
-			if iss, err = parseIssuer(d); err == nil {
-				for _, other := range h.Issuers {
-					if other.Issuer == iss.Issuer {
-						return d.Errf("issuer %q is configured twice", iss.Issuer)
-					}
-				}
-				h.Issuers = append(h.Issuers, iss)
-			}
-		case "role":
-			var rule RoleRule
-			if rule, err = parseRole(d); err == nil {
-				h.Roles = append(h.Roles, rule)
-			}
-		case "cache_size":
-			var n int
-			if n, err = intArg(d); err == nil {
-				h.CacheSize = &n
-			}
-		case "max_token_size":
-			h.MaxTokenSize, err = intArg(d)
-		default:
-			var known bool
-			if known, err = p.unmarshalSubdirective(d); !known {
-				return d.Errf("unknown iap_postgres subdirective %q", sub)
-			}
+		known, err := h.TokenIdentity.unmarshalSubdirective(d)
+		if !known {
+			known, err = p.unmarshalSubdirective(d)
+		}
+		if !known {
+			return d.Errf("unknown iap_postgres subdirective %q", sub)
 		}
 		if err != nil {
 			return err

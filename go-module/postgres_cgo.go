@@ -34,11 +34,7 @@ func (h *PostgresHandler) Provision(ctx caddy.Context) error {
 	}
 	h.front.Upstream = upstream
 
-	cfg, err := identityConfig(h.Issuers, h.Roles, h.CacheSize, h.MaxTokenSize, os.ReadFile)
-	if err != nil {
-		return err
-	}
-	engineJSON, err := json.Marshal(cfg)
+	engineJSON, err := h.TokenIdentity.engineJSON(os.ReadFile)
 	if err != nil {
 		return err
 	}

@@ -146,7 +146,8 @@ fn refusals_sweeps_and_stats_without_a_database() {
 #[test]
 fn bad_policy_is_reported_and_writes_no_gateway() {
     let engine = engine();
-    let policy = br#"{"admin_dsn": "host=db.example.com user=a password=hunter2", "grants": {"r": ["g"]}}"#;
+    let policy =
+        br#"{"admin_dsn": "host=db.example.com user=a password=hunter2", "grants": {"r": ["g"]}}"#;
     let mut err = vec![0u8; 512];
     let mut written = 0usize;
     let mut gw = ptr::null();
