@@ -8,6 +8,7 @@ package ffi
 import "C"
 
 import (
+	"cmp"
 	"runtime"
 	"sync"
 	"unsafe"
@@ -32,20 +33,15 @@ func NewCosmosGateway(engine *Engine, policyJSON []byte) (*CosmosGateway, error)
 	if engine.p == nil {
 		return nil, ErrClosed
 	}
-	errBuf := make([]byte, errBufLen)
-	var written C.size_t
 	var p *C.iap_cosmos_gateway
-	res := C.iap_cosmos_gateway_new(engine.ptr(),
-		(*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(policyJSON))), C.size_t(len(policyJSON)),
-		(*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(errBuf))), C.size_t(len(errBuf)), &written,
-		&p,
-	)
+	err := callNew("iap_cosmos_gateway_new", func(buf *C.uint8_t, n C.size_t, written *C.size_t) C.iap_result {
+		return C.iap_cosmos_gateway_new(engine.ptr(), (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(policyJSON))), C.size_t(len(policyJSON)),
+			buf, n, written, &p)
+	})
 	runtime.KeepAlive(engine)
 	runtime.KeepAlive(policyJSON)
-	runtime.KeepAlive(errBuf)
-	if Result(res) != ResultOK || p == nil {
-		n := min(int(written), len(errBuf))
-		return nil, &Error{Op: "iap_cosmos_gateway_new", Code: Result(res), Message: string(errBuf[:n])}
+	if err != nil || p == nil {
+		return nil, cmp.Or(err, error(&Error{Op: "iap_cosmos_gateway_new", Code: ResultInvalidConfig}))
 	}
 	g := &CosmosGateway{p: p}
 	g.cleanup = runtime.AddCleanup(g, func(p *C.iap_cosmos_gateway) { C.iap_cosmos_gateway_free(p) }, p)

@@ -23,6 +23,7 @@ package ffi
 import "C"
 
 import (
+	"cmp"
 	"runtime"
 	"sync"
 	"unsafe"
@@ -52,26 +53,21 @@ func NewEngine(configJSON []byte) (*Engine, error) {
 	if len(configJSON) == 0 {
 		return nil, &Error{Op: "iap_engine_new", Code: ResultInvalidConfig, Message: "empty config"}
 	}
-	errBuf := make([]byte, errBufLen)
-	var written C.size_t
 	var p *C.iap_engine
-	res := C.iap_engine_new(
-		(*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(configJSON))), C.size_t(len(configJSON)),
-		(*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(errBuf))), C.size_t(len(errBuf)), &written,
-		&p,
-	)
+	err := callNew("iap_engine_new", func(buf *C.uint8_t, n C.size_t, written *C.size_t) C.iap_result {
+		return C.iap_engine_new((*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(configJSON))), C.size_t(len(configJSON)),
+			buf, n, written, &p)
+	})
 	runtime.KeepAlive(configJSON)
-	runtime.KeepAlive(errBuf)
-	if Result(res) != ResultOK || p == nil {
-		n := min(int(written), len(errBuf))
-		return nil, &Error{Op: "iap_engine_new", Code: Result(res), Message: string(errBuf[:n])}
+	if err != nil || p == nil {
+		return nil, cmp.Or(err, error(&Error{Op: "iap_engine_new", Code: ResultInvalidConfig}))
 	}
 
 	e := &Engine{p: p}
 	e.cleanup = runtime.AddCleanup(e, func(p *C.iap_engine) { C.iap_engine_free(p) }, p)
 
 	var out C.iap_str
-	res = C.iap_engine_public_jwks(e.ptr(), &out)
+	res := C.iap_engine_public_jwks(e.ptr(), &out)
 	if Result(res) != ResultOK {
 		e.Close()
 		return nil, &Error{Op: "iap_engine_public_jwks", Code: Result(res)}
@@ -296,6 +292,20 @@ func GenerateSigningKey(alg string) (string, error) {
 // Version returns the engine library's version string.
 func Version() string {
 	return C.GoString(C.iap_version())
+}
+
+// callNew runs one iap_*_new call with an error buffer, and turns a refusal into an *Error
+// carrying the message Rust wrote.
+func callNew(op string, call func(buf *C.uint8_t, n C.size_t, written *C.size_t) C.iap_result) error {
+	errBuf := make([]byte, errBufLen)
+	var written C.size_t
+	res := call((*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(errBuf))), C.size_t(len(errBuf)), &written)
+	runtime.KeepAlive(errBuf)
+	if Result(res) != ResultOK {
+		n := min(int(written), len(errBuf))
+		return &Error{Op: op, Code: Result(res), Message: string(errBuf[:n])}
+	}
+	return nil
 }
 
 // borrow lends s to C for one call. s's bytes hold no Go pointers; pinning them lets them be

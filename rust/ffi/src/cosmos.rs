@@ -8,10 +8,9 @@ use std::sync::Arc;
 use caddy_iap_cosmos::{CosmosConfig, Forward, Gateway, Refusal, RequestFacts};
 
 use crate::engine::{EngineBox, iap_engine};
-use crate::error::{iap_result, write_message};
+use crate::error::{finish_new, iap_result};
 use crate::ffi::{
-    arc_clone, arc_free, arc_into_ptr, arc_ref, box_free, box_into_ptr, box_ref, bytes, bytes_mut,
-    write_out,
+    arc_clone, arc_free, arc_ref, box_free, box_into_ptr, box_ref, bytes, bytes_mut, write_out,
 };
 use crate::slice::iap_str;
 
@@ -57,19 +56,10 @@ pub extern "C" fn iap_cosmos_gateway_new(
         let built = serde_json::from_slice::<CosmosConfig>(json)
             .map_err(|e| format!("cosmos policy: {e}"))
             .and_then(|policy| Gateway::new(&policy, &engine.engine).map_err(|e| e.to_string()));
-        match built {
-            Ok(gateway) => {
-                let ptr = arc_into_ptr::<GatewayBox, iap_cosmos_gateway>(GatewayBox { engine, gateway });
-                // SAFETY: checked non-NULL above.
-                unsafe { write_out(gateway_out, ptr) };
-                iap_result::Ok
-            }
-            Err(message) => {
-                // SAFETY: the caller lends the error buffer and length slot, or NULLs.
-                unsafe { write_message(&message, err_buf, err_buf_len, err_written) };
-                iap_result::InvalidConfig
-            }
-        }
+        let built = built.map(|gateway| GatewayBox { engine, gateway });
+        // SAFETY: `gateway_out` checked non-NULL above; the caller lends the error buffer and
+        // length slot, or NULLs.
+        unsafe { finish_new::<GatewayBox, iap_cosmos_gateway>(built, gateway_out, err_buf, err_buf_len, err_written) }
     }
 }
 

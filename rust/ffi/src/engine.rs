@@ -4,10 +4,8 @@ use base64::Engine as _;
 use caddy_iap_core::{Alg, Config, Engine, Request, generate_signing_key};
 
 use crate::decision::DecisionBox;
-use crate::error::{iap_result, write_message};
-use crate::ffi::{
-    arc_clone, arc_free, arc_into_ptr, arc_ref, box_into_ptr, bytes, bytes_mut, write_out,
-};
+use crate::error::{finish_new, iap_result};
+use crate::ffi::{arc_clone, arc_free, arc_ref, box_into_ptr, bytes, bytes_mut, write_out};
 use crate::slice::iap_str;
 
 /// An engine built from one configuration. Opaque; shared (reference-counted) by all callers.
@@ -103,20 +101,9 @@ pub extern "C" fn iap_engine_new(
         let built = serde_json::from_slice::<Config>(json)
             .map_err(|e| format!("config: {e}"))
             .and_then(|config| Engine::new(&config).map_err(|e| e.to_string()));
-        match built {
-            Ok(engine) => {
-                let ptr = arc_into_ptr::<EngineBox, iap_engine>(EngineBox::new(engine));
-                // SAFETY: checked non-NULL above; the caller lends a writable pointer slot.
-                unsafe { write_out(engine_out, ptr) };
-                iap_result::Ok
-            }
-            Err(message) => {
-                // SAFETY: the caller lends `err_buf_len` writable bytes (or NULL) and a
-                // writable `err_written` (or NULL).
-                unsafe { write_message(&message, err_buf, err_buf_len, err_written) };
-                iap_result::InvalidConfig
-            }
-        }
+        // SAFETY: `engine_out` checked non-NULL above; the caller lends the error buffer and
+        // length slot, or NULLs.
+        unsafe { finish_new::<EngineBox, iap_engine>(built.map(EngineBox::new), engine_out, err_buf, err_buf_len, err_written) }
     }
 }
 

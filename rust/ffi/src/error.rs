@@ -41,3 +41,30 @@ pub(crate) unsafe fn write_message(
         unsafe { crate::ffi::write_out(written, n) };
     }
 }
+
+/// The ending every `_new` shares: a built object is moved into an `Arc` and written to
+/// `*out`; a refused config writes its reason into the error buffer instead.
+///
+/// # Safety
+/// `out` must be valid for a write (checked non-NULL by the caller); `err_buf`/`err_written`
+/// as for [`write_message`].
+pub(crate) unsafe fn finish_new<T, C>(
+    built: Result<T, String>,
+    out: *mut *const C,
+    err_buf: *mut u8,
+    err_buf_len: usize,
+    err_written: *mut usize,
+) -> iap_result {
+    match built {
+        Ok(value) => {
+            // SAFETY: forwarded to the caller.
+            unsafe { crate::ffi::write_out(out, crate::ffi::arc_into_ptr::<T, C>(value)) };
+            iap_result::Ok
+        }
+        Err(message) => {
+            // SAFETY: forwarded to the caller.
+            unsafe { write_message(&message, err_buf, err_buf_len, err_written) };
+            iap_result::InvalidConfig
+        }
+    }
+}
