@@ -98,6 +98,10 @@ type Hooks struct {
 // Frontend messages that open a connection.
 const (
 	maxPreambles = 2 // SSLRequest and GSSENCRequest answers before a StartupMessage
+	// maxPasswordBody bounds the one message read before a login: the password message, whose
+	// body is a token (at most 65536 bytes, the engine's largest max_token_bytes) and a NUL.
+	// Without it a client could declare a 2 GiB body and have it allocated, unauthenticated.
+	maxPasswordBody = 65536 + 1
 )
 
 // Serve handles one client connection until it ends. encrypted says whether the connection
@@ -113,6 +117,7 @@ func (f *Front) Serve(ctx context.Context, conn net.Conn, encrypted bool, hooks 
 	_ = conn.SetDeadline(s.Started.Add(timeout))
 
 	backend := pgproto3.NewBackend(conn, conn)
+	backend.SetMaxBodyLen(maxPasswordBody)
 	upstream, err := f.login(ctx, backend, conn, encrypted, s)
 	if hooks.LoggedIn != nil && !s.Canceled {
 		hooks.LoggedIn(s, err)
