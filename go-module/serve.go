@@ -90,7 +90,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	h.metrics.decision(resultAllow, d.ReasonLabel(), took)
 
 	for _, hd := range d.SetHeaders {
-		r.Header.Set(hd.Name, hd.Value)
+		r.Header.Set(hd.Name, hd.Value) // the engine's names come canonical: no copy here
 	}
 	if len(r.Header.Values("Connection")) > 0 {
 		// Rare; and it keeps every set header safe even if the engine ever sets one it
@@ -344,7 +344,8 @@ func scrubConnection(hdr http.Header, names []string) {
 	hdr["Connection"] = kept
 }
 
-// stripHeaders deletes every listed header.
+// stripHeaders deletes every listed header. The engine's names come canonical (OwnedHeaders),
+// which makes each Del a plain map delete.
 func stripHeaders(h http.Header, names []string) {
 	for _, n := range names {
 		h.Del(n)

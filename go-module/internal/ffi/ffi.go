@@ -24,6 +24,7 @@ import "C"
 
 import (
 	"cmp"
+	"net/textproto"
 	"runtime"
 	"sync"
 	"unsafe"
@@ -39,11 +40,13 @@ const errBufLen = 4096
 // cleanup attached with runtime.AddCleanup frees the engine once the Engine is unreachable;
 // the Caddy handler relies on that, since requests may still reach a retired config.
 type Engine struct {
-	mu      sync.RWMutex
-	p       *C.iap_engine // nil once closed
-	jwks    []byte        // copy of the public JWKS, read once at creation
-	owned   []string      // the engine's fixed strip list, read once at creation
-	cleanup runtime.Cleanup
+	mu    sync.RWMutex
+	p     *C.iap_engine // nil once closed
+	jwks  []byte        // copy of the public JWKS, read once at creation
+	owned []string      // the engine's fixed strip list, read once at creation
+	// canonical holds owned's names in Go's canonical header form, index for index.
+	canonical []string
+	cleanup   runtime.Cleanup
 }
 
 // NewEngine builds an engine from its JSON config (rust/core/src/config.rs). The engine
@@ -198,7 +201,7 @@ func (e *Engine) Decide(req *Request) (Decision, error) {
 	if int(d.Reason) >= len(reasonNames) {
 		d.ReasonName = stringOf(v.reason_name)
 	}
-	d.StripHeaders = e.owned
+	d.StripHeaders = e.canonical
 	if roles := sliceOf(v.roles, v.roles_len); len(roles) > 0 {
 		d.Roles = make([]string, len(roles))
 		for i, r := range roles {
@@ -229,27 +232,31 @@ func (e *Engine) readOwnedHeaders() error {
 	C.iap_decision_get(cdec, &v)
 	hs := sliceOf(v.strip_headers, v.strip_headers_len)
 	e.owned = make([]string, len(hs))
+	e.canonical = make([]string, len(hs))
 	for i, h := range hs {
 		e.owned[i] = stringOf(h)
+		e.canonical[i] = textproto.CanonicalMIMEHeaderKey(e.owned[i])
 	}
 	return nil
 }
 
-// OwnedHeaders returns the headers the engine owns (its strip list): client-sent copies must
-// be removed from every request. Fixed for the engine's life; callers must not modify it.
+// OwnedHeaders returns the headers the engine owns (its strip list), in Go's canonical form
+// (so they index an http.Header directly): client-sent copies must be removed from every
+// request. Fixed for the engine's life; callers must not modify it.
 func (e *Engine) OwnedHeaders() []string {
-	return e.owned
+	return e.canonical
 }
 
-// ownedName returns the strip-list string equal to the C name, copying only if it is not there.
+// ownedName returns the canonical form of a header name the engine sets, from the strip list
+// without copying when it is there (always, for the engine's own headers).
 func (e *Engine) ownedName(name C.iap_str) string {
 	b := unsafe.Slice((*byte)(unsafe.Pointer(name.data)), int(name.len))
-	for _, o := range e.owned {
+	for i, o := range e.owned {
 		if o == string(b) { // no allocation: the conversion is only compared
-			return o
+			return e.canonical[i]
 		}
 	}
-	return stringOf(name)
+	return textproto.CanonicalMIMEHeaderKey(stringOf(name))
 }
 
 // algName returns the algorithm as a constant string.

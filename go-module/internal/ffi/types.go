@@ -58,7 +58,8 @@ type Decision struct {
 	Issuer string
 	// Roles are the roles the identity was granted.
 	Roles []string
-	// SetHeaders are set on the upstream request when allowed.
+	// SetHeaders are set on the upstream request when allowed. Names are in Go's canonical
+	// header form.
 	SetHeaders []Header
 	// StripHeaders are the headers the engine owns: deleted from every request, allowed or not.
 	StripHeaders []string
