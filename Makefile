@@ -1,9 +1,14 @@
 # caddy-iap: build the Rust library, build Caddy with the module through xcaddy, run, test.
 #   make caddy   builds bin/caddy (Rust staticlib + Go module, CGO_ENABLED=1)
 #   make run     runs Caddy on Caddyfile.example (embedded demo issuer, no outside service)
-#   make test    lint + Rust tests + Go tests + end-to-end tests (real IdP, real PostgreSQL) + fuzz smoke
-#   make bench   criterion benchmarks of the core and the FFI call
+#   make test    lint + Rust tests + Go tests + end-to-end tests (real IdP, PostgreSQL, Cosmos DB emulator)
+#                + fuzz smoke + leak check
+#   make bench   criterion benchmarks of the core and the FFI call, then make bench-peers
+#   make bench-peers   caddy-iap vs plain Caddy, caddy-jwt and caddy-security (wrk, vegeta); writes docs/benchmarks.md
 #   make bench-postgres   the PostgreSQL gateway vs direct logins (setup time, pgbench)
+#   make bench-cosmos     Cosmos DB point reads: direct to the emulator, plain Caddy, the gateway (wrk)
+#   make soak    wrk through bin/caddy during 50 `caddy reload --force`: failed requests, RSS, fds
+#   make leakcheck   the C ABI's tests under valgrind (part of make test)
 
 SHELL := /bin/bash
 GOBIN := $(shell go env GOPATH)/bin
@@ -23,7 +28,7 @@ CGO_ENV = CGO_ENABLED=1 CGO_CFLAGS="-O2 -g -DIAP_LIB_STAMP=$(LIB_STAMP)"
 RUST_SOURCES := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock
 GO_SOURCES := $(shell find go-module -name '*.go' -o -name go.mod -o -name go.sum)
 
-.PHONY: all caddy lib header header-check run test lint test-rust test-go test-e2e fuzz bench bench-postgres clean
+.PHONY: all caddy lib header header-check run test lint test-rust test-go test-e2e fuzz leakcheck bench bench-peers bench-postgres bench-cosmos soak clean
 
 all: caddy
 
@@ -56,6 +61,7 @@ bin/caddy: $(XCADDY) $(RUST_LIB) $(GO_SOURCES) include/caddy_iap.h
 	  --with github.com/mholt/caddy-l4@$(CADDY_L4_VERSION)
 	bin/caddy list-modules | grep -q '^http.handlers.iap$$'
 	bin/caddy list-modules | grep -q '^layer4.handlers.iap_postgres$$'
+	bin/caddy list-modules | grep -q '^http.handlers.iap_cosmos$$'
 
 run: bin/caddy
 	bin/caddy run --config Caddyfile.example --adapter caddyfile
@@ -85,12 +91,43 @@ FUZZ_SEED ?= 1
 fuzz:
 	SEED=$(FUZZ_SEED) bash fuzz/run.sh $(FUZZ_SECONDS)
 	cd go-module && CGO_ENABLED=0 go test -run '^$$' -fuzz FuzzCaddyfile -fuzztime $(FUZZ_SECONDS)s -fuzzminimizetime 1s .
+	cd go-module && CGO_ENABLED=0 go test -run '^$$' -fuzz FuzzStartup -fuzztime $(FUZZ_SECONDS)s -fuzzminimizetime 1s ./internal/pgfront
 
-test: lint test-rust test-go test-e2e fuzz
+# The C ABI's tests under valgrind: a leak or an invalid access fails (tests/leakcheck.sh).
+leakcheck:
+	bash tests/leakcheck.sh
+
+test: lint test-rust test-go test-e2e fuzz leakcheck
 
 bench:
 	cargo bench --locked -p caddy-iap-core --bench core
 	cargo bench --locked -p caddy-iap-ffi --bench ffi
+	$(MAKE) bench-peers BENCH_ARGS="--criterion-read $(BENCH_ARGS)"
+
+# caddy-iap against plain Caddy, ggicci/caddy-jwt and greenpau/caddy-security on loopback, side by
+# side; the peers are built into bin/peers/ with xcaddy (CGO_ENABLED=0). The Go module proxy does
+# not serve ggicci/caddy-jwt: CADDY_JWT_SRC=<checkout of its v1.1.1 tag> builds it, without it that
+# row says it was not built. BENCH_ARGS=--quick for a short smoke run.
+BENCH_ARGS ?=
+bench-peers: bin/caddy $(XCADDY)
+	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+	@test -x $(GOBIN)/vegeta || go install github.com/tsenart/vegeta/v12@v12.13.0
+	bash tests/run-e2e.sh --collect-only -q >/dev/null  # installs the test venv
+	tests/.venv/bin/python tests/bench/peers.py $(BENCH_ARGS)
+
+# Cosmos DB point reads with wrk, side by side: straight to the emulator with the key, through a
+# plain Caddy reverse_proxy, through the iap_cosmos gateway (tests/bench/cosmos_bench.py).
+bench-cosmos: bin/caddy
+	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+	bash tests/run-e2e.sh --collect-only -q >/dev/null  # the test venv, the IdP, the emulator
+	cargo bench --locked -p caddy-iap-cosmos --bench cosmos
+	tests/.venv/bin/python tests/bench/cosmos_bench.py
+
+# Reloads under load: no failed request, no leaked descriptors or memory (tests/bench/reload_soak.py).
+soak: bin/caddy
+	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+	bash tests/run-e2e.sh --collect-only -q >/dev/null
+	tests/.venv/bin/python tests/bench/reload_soak.py
 
 # The PostgreSQL gateway against direct logins, side by side (connection setup, pgbench -S).
 bench-postgres: bin/caddy

@@ -1,0 +1,1242 @@
+"""caddy-iap against plain Caddy and its peers (ggicci/caddy-jwt, greenpau/caddy-security), side by side.
+
+    tests/.venv/bin/python tests/bench/peers.py [--duration S] [--quick] [--out docs/benchmarks.md]
+    make bench-peers            (make bench runs this after the criterion benches)
+
+Everything runs on 127.0.0.1 with free ports, one row after another in the same run, against the
+same upstream: a second, plain Caddy process answering `respond "ok" 200`, so the proxy under test
+is the bottleneck. Every proxy row is a fresh process of the binary under test:
+
+- plain Caddy `reverse_proxy` (bin/caddy, no authentication): the ceiling;
+- caddy-iap (bin/caddy, `iap`, keys from `jwks_file`, no IdP): one hot token, distinct RS256 and
+  ES256 tokens (cache misses), the hot token with `assertion` minting;
+- ggicci/caddy-jwt (`jwtauth`, `sign_key` PEM) and greenpau/caddy-security (`authorize` with a
+  `crypto key verify from file` key), built with xcaddy into bin/peers/ (build_peers below).
+
+Each row: a warm-up wrk run (its own tokens for the distinct rows, so the measured tokens are not
+already cached), then the measured wrk run. wrk counts every response that is not a 200 through a
+Lua `response` hook (wrk's own "Non-2xx or 3xx" misses redirects); a row with any such response,
+or with socket errors, is flagged in the table. The proxy is pinned to CPU 0 with taskset, wrk and
+the upstream to CPU 1 (a 2-core machine: the proxy gets one core to itself); vegeta, which costs far
+more per request than wrk, gets CPU 1 alone and its section's upstream shares CPU 0 with the proxy.
+
+Then: a fixed-rate run (vegeta) of plain Caddy and caddy-iap's hot token at half of plain Caddy's
+measured saturation rate (p99 added latency); memory with many distinct tokens; a flood of unknown
+`kid`s against a counting JWKS server (at most one key-set fetch per `kid_miss_cooldown`); the
+criterion curves (role rules 10 -> 1,000; cold RS256 against ring's verify). Writes docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import http.client
+import json
+import math
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(HERE.parent / "e2e"))
+
+from iaplib import free_port as _free_port, stop_process  # noqa: E402
+
+_USED_PORTS: set[int] = set()
+
+
+def free_port() -> int:
+    """A free loopback port never handed out before in this run: Caddy listens with SO_REUSEPORT,
+    so a port of a process still shutting down must not be given to the next one."""
+    while True:
+        p = _free_port()
+        if p not in _USED_PORTS:
+            _USED_PORTS.add(p)
+            return p
+
+CADDY = ROOT / "bin" / "caddy"
+PEERS = ROOT / "bin" / "peers"
+CADDY_VERSION = "v2.11.9"  # as the Makefile's CADDY_VERSION
+# Peers, built with CGO_ENABLED=0 by xcaddy. caddy-jwt: the Go module proxy refuses every version
+# of github.com/ggicci/caddy-jwt (403 "not available" for v1.1.1, v1.1.0, v1.0.0, v0.12.0), so it
+# is built from a checkout of its v1.1.1 tag given with --peer-src (xcaddy --with module=dir); its
+# dependencies still come from the module proxy.
+CADDY_JWT = ("github.com/ggicci/caddy-jwt", "v1.1.1")
+CADDY_SECURITY = ("github.com/greenpau/caddy-security", "v1.1.64")
+# vegeta: a fixed-rate (open-model) load generator; wrk has no rate control. v12.13.0 is the
+# version the Go module proxy serves (go install github.com/tsenart/vegeta/v12@v12.13.0).
+VEGETA_VERSION = "v12.13.0"
+
+ISS = "https://issuer.bench/"
+AUD = "https://api.bench"
+PROXY_CPU, LOAD_CPU = "0", "1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ------------------------------------------------------------------------------------------------
+# Keys and tokens
+
+
+def b64u(b: bytes) -> str:
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def _int_b64u(n: int, size: int | None = None) -> str:
+    size = size or (n.bit_length() + 7) // 8
+    return b64u(n.to_bytes(size, "big"))
+
+
+class Keys:
+    def __init__(self, work: Path):
+        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.ec = ec.generate_private_key(ec.SECP256R1())
+        self.rsa_pem = work / "rs256.pem"
+        self.ec_pem = work / "es256.pem"
+        for key, path in ((self.rsa, self.rsa_pem), (self.ec, self.ec_pem)):
+            path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                           serialization.PublicFormat.SubjectPublicKeyInfo))
+        rn = self.rsa.public_key().public_numbers()
+        en = self.ec.public_key().public_numbers()
+        self.jwks = {"keys": [
+            {"kty": "RSA", "kid": "rs1", "alg": "RS256", "use": "sig", "n": _int_b64u(rn.n), "e": _int_b64u(rn.e)},
+            {"kty": "EC", "kid": "es1", "alg": "ES256", "use": "sig", "crv": "P-256",
+             "x": _int_b64u(en.x, 32), "y": _int_b64u(en.y, 32)},
+        ]}
+        self.jwks_path = work / "jwks.json"
+        self.jwks_path.write_text(json.dumps(self.jwks))
+        self.rsa_der = self.rsa.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption())
+        self.ec_der = self.ec.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption())
+
+
+_SIGNER: dict = {}
+
+
+def _init_signer(alg: str, der: bytes) -> None:
+    _SIGNER["alg"] = alg
+    _SIGNER["key"] = serialization.load_der_private_key(der, None)
+
+
+def _sign(alg: str, key, header: dict, claims: dict) -> str:
+    signing_input = (b64u(json.dumps(header, separators=(",", ":")).encode()) + "."
+                     + b64u(json.dumps(claims, separators=(",", ":")).encode())).encode()
+    if alg == "RS256":
+        sig = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    return signing_input.decode() + "." + b64u(sig)
+
+
+def claims_for(sub: str, now: int) -> dict:
+    return {"iss": ISS, "aud": AUD, "sub": sub, "jti": uuid.uuid4().hex, "iat": now, "nbf": now - 5,
+            "exp": now + 6 * 3600, "email": f"{sub}@example.com", "email_verified": True,
+            "groups": ["readers"], "roles": ["reader"]}
+
+
+def _sign_range(args: tuple[str, int, int, int, bool]) -> list[str]:
+    prefix, start, stop, now, random_kid = args
+    alg, key = _SIGNER["alg"], _SIGNER["key"]
+    out = []
+    for i in range(start, stop):
+        kid = uuid.uuid4().hex if random_kid else ("rs1" if alg == "RS256" else "es1")
+        out.append(_sign(alg, key, {"alg": alg, "typ": "JWT", "kid": kid}, claims_for(f"{prefix}{i}", now)))
+    return out
+
+
+def make_tokens(keys: Keys, alg: str, n: int, prefix: str, random_kid: bool = False) -> list[str]:
+    """n distinct tokens (distinct sub and jti), signed in a process pool."""
+    now = int(time.time())
+    der = keys.rsa_der if alg == "RS256" else keys.ec_der
+    chunk = max(1, min(5000, n // (2 * (os.cpu_count() or 1)) or 1))
+    parts = [(prefix, i, min(n, i + chunk), now, random_kid) for i in range(0, n, chunk)]
+    if n <= 200:
+        _init_signer(alg, der)
+        return [t for p in parts for t in _sign_range(p)]
+    with multiprocessing.Pool(initializer=_init_signer, initargs=(alg, der)) as pool:
+        return [t for part in pool.imap(_sign_range, parts) for t in part]
+
+
+# ------------------------------------------------------------------------------------------------
+# Processes
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+
+
+def proc_status_kb(pid: int, name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    raise KeyError(name)
+
+
+def have_taskset() -> bool:
+    return shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+
+
+def pinned(cpu: str, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *argv] if have_taskset() else argv
+
+
+class Server:
+    """One Caddy-compatible binary running one Caddyfile, stopped with SIGTERM."""
+
+    def __init__(self, work: Path, name: str, binary: Path, site: str, global_extra: str = "",
+                 cpu: str = PROXY_CPU, port: int | None = None):
+        self.dir = work / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.admin = free_port()
+        self.binary = binary
+        self.cpu = cpu
+        self.url = f"http://127.0.0.1:{self.port}"
+        # Log level WARN for every row: no per-request log line from any proxy (caddy-jwt logs
+        # two INFO lines per request, caddy-iap nothing without `audit`); see the doc's notes.
+        self.text = (
+            "{\n"
+            f"\tadmin 127.0.0.1:{self.admin}\n"
+            "\tdefault_bind 127.0.0.1\n\tauto_https off\n\tpersist_config off\n"
+            f"\tstorage file_system {self.dir / 'storage'}\n"
+            f"\tlog {{\n\t\tlevel WARN\n\t\toutput file {self.dir / 'caddy.log'}\n\t}}\n"
+            f"{global_extra}"
+            "}\n\n"
+            f"http://:{self.port} {{\n{site}\n}}\n"
+        )
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Server":
+        cf = self.dir / "Caddyfile"
+        cf.write_text(self.text)
+        env = dict(os.environ)
+        for d in ("home", "config", "data"):
+            (self.dir / d).mkdir(exist_ok=True)
+        env.update(HOME=str(self.dir / "home"), XDG_CONFIG_HOME=str(self.dir / "config"),
+                   XDG_DATA_HOME=str(self.dir / "data"))
+        out = open(self.dir / "stdout.log", "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(pinned(self.cpu, [str(self.binary), "run", "--config", str(cf),
+                                                       "--adapter", "caddyfile"]),
+                                     stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.binary.name} exited:\n{(self.dir / 'stdout.log').read_text()[-4000:]}")
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=1)
+                c.request("GET", "/config/")
+                if c.getresponse().status == 200:
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.binary.name} did not start")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def http_get(url: str, token: str | None = None) -> tuple[int, bytes]:
+    host, port = url.split("//")[1].split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=10)
+    c.request("GET", "/items/1", headers={"Authorization": f"Bearer {token}"} if token else {})
+    r = c.getresponse()
+    return r.status, r.read()
+
+
+# ------------------------------------------------------------------------------------------------
+# wrk
+
+LUA = r"""
+-- Walks a token file (one token a line), one token per request, and counts responses that are
+-- not 200 (wrk's own "Non-2xx or 3xx" count lets 3xx through).
+local tokens = {}
+local tokens_file = os.getenv("BENCH_TOKENS")
+if tokens_file and tokens_file ~= "" then
+  for line in io.lines(tokens_file) do tokens[#tokens + 1] = line end
+end
+local n = #tokens
+local i = 0
+bad = 0
+statuses = ""
+local seen = {}
+function request()
+  local headers = {}
+  if n > 0 then
+    i = i + 1
+    if i > n then i = 1 end
+    headers["Authorization"] = "Bearer " .. tokens[i]
+  end
+  return wrk.format("GET", "/items/1", headers)
+end
+function response(status, headers, body)
+  if status ~= 200 then
+    bad = bad + 1
+    if not seen[status] then seen[status] = true; statuses = statuses .. status .. " " end
+  end
+end
+local threads = {}
+function setup(thread) threads[#threads + 1] = thread end
+function done(summary, latency, requests)
+  local b, s = 0, ""
+  for _, t in ipairs(threads) do b = b + t:get("bad"); s = s .. t:get("statuses") end
+  io.write(string.format("BENCH_BAD %d\nBENCH_STATUSES %s\n", b, s))
+end
+"""
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def parse_wrk(out: str) -> dict:
+    res: dict = {}
+    m = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
+    res["requests"] = int(m.group(1))
+    res["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        res[f"p{pct}_ms"] = float(m.group(1)) * UNITS[m.group(2)]
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    res["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["non2xx"] = int(m.group(1)) if m else 0
+    res["bad"] = int(re.search(r"BENCH_BAD (\d+)", out).group(1))
+    res["statuses"] = re.search(r"BENCH_STATUSES ?(.*)", out).group(1).strip()
+    return res
+
+
+class Bench:
+    def __init__(self, args, work: Path):
+        self.args = args
+        self.work = work
+        self.lua = work / "walk.lua"
+        self.lua.write_text(LUA)
+        self.commands: list[str] = []
+
+    def wrk(self, url: str, tokens_file: Path | None, duration: float) -> dict:
+        argv = pinned(LOAD_CPU, ["wrk", f"-t{self.args.threads}", f"-c{self.args.connections}",
+                                 f"-d{max(1, round(duration))}s", "--latency", "-s", str(self.lua), f"{url}/items/1"])
+        env = dict(os.environ, BENCH_TOKENS=str(tokens_file or ""))
+        r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=duration + 120)
+        if r.returncode != 0:
+            raise RuntimeError(f"wrk failed: {r.stderr}\n{r.stdout}")
+        return parse_wrk(r.stdout)
+
+    def row(self, name: str, server: Server, hot: str | None = None, warm: Path | None = None,
+            measured: Path | None = None, n_tokens: int | None = None) -> dict:
+        """Warm-up then a measured run; CPU and memory of the proxy process around the latter."""
+        if hot is not None:
+            f = self.work / f"hot-{uuid.uuid4().hex[:6]}.txt"
+            f.write_text(hot + "\n")
+            warm = measured = f
+        warm_d = max(1, round(self.args.duration / 3))  # wrk takes whole seconds
+        self.wrk(server.url, warm, warm_d)
+        cpu0 = proc_cpu_seconds(server.pid)
+        res = self.wrk(server.url, measured, self.args.duration)
+        cpu1 = proc_cpu_seconds(server.pid)
+        res.update(name=name, cpu_us_per_req=(cpu1 - cpu0) / max(1, res["requests"]) * 1e6,
+                   cpu_s=cpu1 - cpu0, hwm_mb=proc_status_kb(server.pid, "VmHWM") / 1024,
+                   n_tokens=n_tokens)
+        res["ok"] = res["bad"] == 0 and res["socket_errors"] == 0 and res["non2xx"] == 0
+        res["wrapped"] = bool(n_tokens and res["requests"] > n_tokens)
+        print(f"  {name}: {res['rps']:.0f} req/s p50 {res['p50_ms']:.3f} ms p99 {res['p99_ms']:.3f} ms "
+              f"cpu {res['cpu_us_per_req']:.1f} us/req HWM {res['hwm_mb']:.1f} MB "
+              f"bad {res['bad']} sockerr {res['socket_errors']}{' WRAPPED' if res['wrapped'] else ''}",
+              flush=True)
+        return res
+
+
+# ------------------------------------------------------------------------------------------------
+# Configurations
+
+
+def iap_site(upstream: str, keys: Keys, assertion: bool = False, extra_issuer: str = "",
+             jwks: str | None = None) -> str:
+    src = jwks or f"jwks_file {keys.jwks_path}"
+    a = "\t\tassertion {\n\t\t\taudience orders-service\n\t\t}\n" if assertion else ""
+    # No `route`: each module's registered directive order puts it before reverse_proxy, as a
+    # user writes it (a `route` costs every row the same few microseconds).
+    return (
+        "\tiap {\n"
+        f"\t\tissuer {ISS} {{\n\t\t\taudience {AUD}\n\t\t\t{src}\n{extra_issuer.replace(chr(9) * 4, chr(9) * 3)}\t\t}}\n"
+        "\t\trole reader claim groups contains readers\n"
+        "\t\tallow reader * *\n"
+        f"{a}"
+        "\t}\n"
+        f"\treverse_proxy {upstream}"
+    )
+
+
+def jwt_site(upstream: str, pem: Path, alg: str) -> str:
+    # sign_key takes the PEM text; {file.*} is caddy-jwt's documented way to read it from a file.
+    return (
+        "\tjwtauth {\n"
+        f"\t\tsign_key {{file.{pem}}}\n\t\tsign_alg {alg}\n"
+        f"\t\tissuer_whitelist {ISS}\n\t\taudience_whitelist {AUD}\n"
+        "\t\tuser_claims sub\n"
+        "\t}\n"
+        f"\treverse_proxy {upstream}"
+    )
+
+
+def jwt_site_jwk(upstream: str, url: str) -> str:
+    return (
+        "\tjwtauth {\n"
+        f"\t\tjwk_url {url}\n"
+        f"\t\tissuer_whitelist {ISS}\n\t\taudience_whitelist {AUD}\n"
+        "\t\tuser_claims sub\n"
+        "\t}\n"
+        f"\treverse_proxy {upstream}"
+    )
+
+
+def security_global(pem: Path) -> str:
+    return (
+        "\tsecurity {\n\t\tauthorization policy bench {\n"
+        f"\t\t\tcrypto key verify from file {pem}\n"
+        "\t\t\tset token sources header\n"
+        "\t\t\tvalidate bearer header\n"
+        "\t\t\tallow roles reader\n"
+        "\t\t}\n\t}\n"
+    )
+
+
+def security_site(upstream: str) -> str:
+    return f"\tauthorize with bench\n\treverse_proxy {upstream}"
+
+
+def median_rounds(results: list[dict]) -> list[dict]:
+    """One row per name, in first-seen order: the round with the median CPU per request, with
+    every round's req/s and CPU per request kept for the table."""
+    by_name: dict[str, list[dict]] = {}
+    for r in results:
+        by_name.setdefault(r["name"], []).append(r)
+    out = []
+    for runs in by_name.values():
+        ranked = sorted(runs, key=lambda r: r["cpu_us_per_req"])
+        med = dict(ranked[(len(ranked) - 1) // 2])
+        med["rounds_rps"] = [round(r["rps"]) for r in runs]
+        med["rounds_cpu"] = [round(r["cpu_us_per_req"], 1) for r in runs]
+        med["ok"] = all(r["ok"] for r in runs)
+        out.append(med)
+    return out
+
+
+def check_auth(server: Server, good: str, forged: str) -> None:
+    """The proxy really authenticates: the good token passes, no token and a forged one do not."""
+    st, body = http_get(server.url, good)
+    if st != 200 or body.strip() != b"ok":
+        raise RuntimeError(f"{server.dir.name}: valid token -> {st} {body[:200]!r}; log: {server.dir}")
+    for label, tok in (("no token", None), ("forged signature", forged)):
+        st, _ = http_get(server.url, tok)
+        if st == 200:
+            raise RuntimeError(f"{server.dir.name}: {label} -> 200: the proxy does not authenticate")
+
+
+def forge(token: str) -> str:
+    h, p, s = token.split(".")
+    sig = bytearray(base64.urlsafe_b64decode(s + "=" * (-len(s) % 4)))
+    sig[5] ^= 1
+    return f"{h}.{p}.{b64u(bytes(sig))}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Fixed rate (vegeta)
+
+
+def vegeta_bin() -> str | None:
+    for cand in (shutil.which("vegeta"), str(Path(subprocess.run(["go", "env", "GOPATH"], capture_output=True,
+                                                                  text=True).stdout.strip()) / "bin" / "vegeta")):
+        if cand and Path(cand).exists():
+            return cand
+    return None
+
+
+def vegeta(bin_: str, url: str, token: str | None, rate: int, duration: float, work: Path) -> dict:
+    targets = work / f"targets-{uuid.uuid4().hex[:6]}.txt"
+    lines = [f"GET {url}/items/1"] + ([f"Authorization: Bearer {token}"] if token else [])
+    targets.write_text("\n".join(lines) + "\n")
+    atk = subprocess.run(pinned(LOAD_CPU, [bin_, "attack", f"-rate={rate}/s", f"-duration={duration:g}s",
+                                           f"-targets={targets}", "-keepalive=true", "-workers=32",
+                                           "-max-workers=512", "-timeout=10s"]),
+                         capture_output=True, timeout=duration + 120)
+    if atk.returncode != 0:
+        raise RuntimeError(atk.stderr.decode())
+    rep = subprocess.run([bin_, "report", "-type=json"], input=atk.stdout, capture_output=True, timeout=120)
+    j = json.loads(rep.stdout)
+    return {"p50_ms": j["latencies"]["50th"] / 1e6, "p99_ms": j["latencies"]["99th"] / 1e6,
+            "rate": j["rate"], "success": j["success"], "requests": j["requests"],
+            "status_codes": j.get("status_codes", {})}
+
+
+# ------------------------------------------------------------------------------------------------
+# Scale checks
+
+
+def send_tokens(url: str, tokens: list[str], threads: int = 4) -> tuple[int, dict]:
+    """Sends one request per token over keep-alive connections; returns (#200, other statuses)."""
+    host, port = url.split("//")[1].split(":")
+    lock = threading.Lock()
+    it = iter(tokens)
+    ok = [0]
+    other: dict = {}
+
+    def worker():
+        c = http.client.HTTPConnection(host, int(port), timeout=30)
+        while True:
+            with lock:
+                t = next(it, None)
+            if t is None:
+                return
+            c.request("GET", "/items/1", headers={"Authorization": f"Bearer {t}"})
+            r = c.getresponse()
+            r.read()
+            with lock:
+                if r.status == 200:
+                    ok[0] += 1
+                else:
+                    other[r.status] = other.get(r.status, 0) + 1
+
+    ts = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return ok[0], other
+
+
+def memory_check(bench: Bench, targets: list[tuple[str, Path, str, str, int]], keys: Keys, n: int, step: int) -> dict:
+    """Up to n distinct ES256 tokens (each target its own count), one request each, through each
+    target; VmRSS every `step` requests."""
+    print(f"memory: {n} distinct ES256 tokens", flush=True)
+    t0 = time.time()
+    tokens = make_tokens(keys, "ES256", n, "mem-")
+    gen_s = time.time() - t0
+    runs = {}
+    for label, binary, site, global_extra, count in targets:
+        srv = Server(bench.work, "memory-" + re.sub(r"\W+", "-", label), binary, site, global_extra).start()
+        samples = []
+        ok_total, other_total = 0, {}
+        t1 = time.time()
+        try:
+            samples.append((0, proc_status_kb(srv.pid, "VmRSS") / 1024))
+            for i in range(0, count, step):
+                ok, other = send_tokens(srv.url, tokens[i:min(count, i + step)])
+                ok_total += ok
+                for k, v in other.items():
+                    other_total[k] = other_total.get(k, 0) + v
+                samples.append((min(count, i + step), proc_status_kb(srv.pid, "VmRSS") / 1024))
+                print(f"  {label}: {samples[-1][0]} requests: VmRSS {samples[-1][1]:.1f} MB", flush=True)
+            hwm = proc_status_kb(srv.pid, "VmHWM") / 1024
+        finally:
+            srv.stop()
+        runs[label] = {"samples": samples, "hwm_mb": hwm, "ok": ok_total, "other": other_total,
+                       "seconds": time.time() - t1, "n": count}
+    return {"n": n, "step": step, "gen_s": gen_s, "runs": runs}
+
+
+class CountingJWKS:
+    """A JWKS server on loopback that records the time of every fetch."""
+
+    def __init__(self, jwks: dict):
+        body = json.dumps(jwks).encode()
+        hits: list[float] = []
+        self.hits = hits
+
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                hits.append(time.time())
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/jwks.json"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+def kid_flood(bench: Bench, label: str, binary: Path, site_for, keys: Keys, tokens: list[str], good: str,
+              seconds: float, cooldown: int | None) -> dict:
+    """Tokens with random kids, spread evenly over `seconds`, against a proxy whose keys come from
+    a counting JWKS server; site_for(jwks_url) -> (site, global_extra)."""
+    n = len(tokens)
+    print(f"kid flood, {label}: {n} random-kid tokens over {seconds:g}s", flush=True)
+    jwks = CountingJWKS(keys.jwks)
+    site, global_extra = site_for(jwks.url)
+    srv = Server(bench.work, "kidflood-" + re.sub(r"\W+", "-", label), binary, site, global_extra).start()
+    try:
+        st, _ = http_get(srv.url, good)  # the key set is there (fetched at start or now)
+        time.sleep(0.5)
+        before = len(jwks.hits)
+        t0 = time.time()
+        statuses: dict = {}
+        per_tick = max(1, n // int(seconds * 10))
+        for i in range(0, n, per_tick):
+            _, other = send_tokens(srv.url, tokens[i:i + per_tick], threads=2)
+            for k, v in other.items():
+                statuses[k] = statuses.get(k, 0) + v
+            sleep = t0 + (i + per_tick) / n * seconds - time.time()
+            if sleep > 0:
+                time.sleep(sleep)
+        elapsed = time.time() - t0
+        time.sleep(0.5)  # fetches started by the last requests
+        during = [h - t0 for h in jwks.hits[before:]]
+        st_after, _ = http_get(srv.url, good)
+    finally:
+        srv.stop()
+        jwks.close()
+    return {"label": label, "n": n, "seconds": elapsed, "cooldown": cooldown, "fetches_before": before,
+            "fetches": len(during), "at": during, "statuses": statuses, "good_before": st, "good_after": st_after,
+            "bound": (math.ceil(elapsed) // cooldown + 1) if cooldown else None}
+
+
+def criterion(work: Path, run: bool) -> tuple[dict, str]:
+    cmd = ["cargo", "bench", "--locked", "-p", "caddy-iap-core", "--bench", "core", "--",
+           "roles_cold_es256|validate/"]
+    if run:
+        print("criterion: " + " ".join(cmd), flush=True)
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=3600)
+        (work / "criterion.log").write_text(r.stdout + r.stderr)
+        if r.returncode != 0:
+            raise RuntimeError(f"cargo bench failed:\n{r.stderr[-3000:]}")
+    out = {}
+    base = ROOT / "target" / "criterion"
+    for est in sorted(base.glob("**/new/estimates.json")):
+        rel = est.parent.parent.relative_to(base).as_posix()
+        if run and not re.search(cmd[-1], rel):
+            continue  # left by other benchmarks: not part of this run
+        j = json.loads(est.read_text())
+        out[rel] = j["mean"]["point_estimate"] / 1000.0  # ns -> us
+    return out, " ".join(cmd[:-1] + [f"'{cmd[-1]}'"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Build and versions
+
+
+def build_peers(args) -> dict[str, Path]:
+    """bin/peers/caddy-jwt and bin/peers/caddy-security, built once (xcaddy, CGO_ENABLED=0)."""
+    gopath = subprocess.run(["go", "env", "GOPATH"], capture_output=True, text=True).stdout.strip()
+    xcaddy = os.environ.get("XCADDY", f"{gopath}/bin/xcaddy")
+    PEERS.mkdir(parents=True, exist_ok=True)
+    out = {}
+    specs = {"caddy-security": f"{CADDY_SECURITY[0]}@{CADDY_SECURITY[1]}"}
+    if args.peer_src:
+        specs["caddy-jwt"] = f"{CADDY_JWT[0]}@{CADDY_JWT[1]}={args.peer_src}"
+    for name, spec in specs.items():
+        dst = PEERS / name
+        if not dst.exists():
+            print(f"building {dst} ({spec})", flush=True)
+            subprocess.run([xcaddy, "build", CADDY_VERSION, "--output", str(dst), "--with", spec],
+                           check=True, env=dict(os.environ, CGO_ENABLED="0"), timeout=1800)
+        out[name] = dst
+    if not args.peer_src and (PEERS / "caddy-jwt").exists():
+        out["caddy-jwt"] = PEERS / "caddy-jwt"
+    return out
+
+
+def sh(*argv: str) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def module_version(binary: Path, module: str) -> str:
+    for line in sh("go", "version", "-m", str(binary)).splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] in ("dep", "=>") and parts[1] == module:
+            return parts[2]
+        if len(parts) >= 2 and parts[0] == "dep" and parts[1] == module:
+            return "(local)"
+    return "?"
+
+
+# ------------------------------------------------------------------------------------------------
+# Report
+
+
+def fmt_row(r: dict, ceiling: float, ceiling_cpu: float) -> str:
+    flag = "" if r["ok"] else f" **ERRORS: {r['bad']} non-200 ({r['statuses']}), {r['socket_errors']} socket**"
+    wrap = f" (tokens wrapped: {r['requests']} requests over {r['n_tokens']} tokens)" if r["wrapped"] else ""
+    return (f"| {r['name']}{flag}{wrap} | {r['rps']:,.0f} | {r['rps'] / ceiling:.2f} | {r['p50_ms'] * 1000:,.0f} | "
+            f"{r['p99_ms'] * 1000:,.0f} | {r['cpu_us_per_req']:.1f} | {ceiling_cpu / r['cpu_us_per_req']:.2f} |"
+            f" {r['hwm_mb']:.1f} | {r['requests']:,} | {' / '.join(f'{c:g}' for c in r.get('rounds_cpu', []))} |")
+
+
+PEER_NOTES = """### What each proxy checks (read from their source, not their READMEs)
+
+**caddy-iap** (this repository): algorithm allow-list per issuer (default RS256 PS256 ES256 ES384
+EdDSA; `alg` must also match the key), `iss` byte for byte, `aud` required, `exp`/`nbf`/`iat` with
+a leeway and a maximum lifetime, key sets from discovery or `jwks_url` with refresh and a
+`kid_miss_cooldown`, a verified-token cache (bounded, `cache_size`, default 65536), role rules and
+method/path permissions, client-sent identity headers stripped, the caller's token removed.
+
+**ggicci/caddy-jwt v1.1.1** (`jwt.go`, with lestrrat-go/jwx v2.1.6): the `alg` comes from the
+token header, then the JWK's `alg`, then `sign_alg` (`determineSigningAlgorithm`): there is no
+configured allow-list; jwx refuses an algorithm that does not fit the key's type. `exp`, `iat`
+and `nbf` are validated by jwx's `jwt.ParseString` (zero skew); `iss` and `aud` only when
+`issuer_whitelist` / `audience_whitelist` are set (they are here). With `jwk_url` keys live in a
+jwx `jwk.Cache`; an unknown `kid` starts an asynchronous refresh *on every miss* (`go
+cacheEntry.refresh(...)`, no cooldown of its own). No verified-token cache: every request parses
+and verifies the signature. It sets no identity header (users add `request_header` from the
+placeholders), so it strips none, and it leaves the token on the upstream request. With `jwk_url`
+it logs one INFO line per request ("JWK URL") and one per success ("user authenticated"); this
+run uses `sign_key` and log level WARN for every proxy. No roles or permission rules.
+
+**greenpau/caddy-security v1.1.64** (go-authcrunch v1.1.41, golang-jwt v5.3.1): keys are configured
+by hand (`crypto key verify ...`); the authorization policy never fetches a JWKS, so there is no
+refresh and no `kid` handling to flood. `ProvideKey` only checks that the token's algorithm family
+(HS/RS/ES) matches the key's, so any RS* (or ES*) variant is accepted for a key of that family.
+golang-jwt v5 checks `exp` and `nbf` when present (neither is required, `iat` is not checked, no
+leeway); `ParseToken` checks neither `iss` nor `aud`. After a successful authorization the user is
+put in a token cache (`handleAuthorizedUser` -> `CacheUser`): a map keyed by the whole token
+string, with no size bound, swept for expired entries every 5 minutes; a later request with the
+same token skips parsing and verification (the ACL still runs). So its hot-token rows are cache
+hits too, and its memory grows with every distinct unexpired token (see the memory section).
+`inject headers with claims` sets `X-Token-*` headers with `Header.Set` and only when the claim is
+non-empty; there is no `Header.Del` in `pkg/authz`, so a client-sent copy of a header whose claim
+is missing reaches the upstream. The token stays on the upstream request unless `enable strip
+token`. Role ACLs (`allow roles ...`) match the token's `roles` claim (here `roles: [reader]`);
+a denial redirects (302) to the portal by default.
+"""
+
+
+def fixed_verdict(f: dict) -> tuple[float, float, str]:
+    """(added p99 µs from the medians, largest p99 spread µs between repeats of one row, verdict)."""
+    med = {k: sorted(x["p99_ms"] for x in f[k])[len(f[k]) // 2] for k in ("plain", "iap")}
+    d = (med["iap"] - med["plain"]) * 1000
+    spread = max(max(x["p99_ms"] for x in f[k]) - min(x["p99_ms"] for x in f[k]) for k in ("plain", "iap")) * 1000
+    if not fixed_valid(f):
+        return d, spread, "not measurable in this run (a run missed the set rate or had errors)"
+    if len(f["iap"]) < 2:
+        return d, spread, ("met" if d < 100 else "missed") + " (one run each: noise unknown)"
+    if spread > 100:
+        return d, spread, (f"inconclusive: repeats of one row differ by up to {spread:,.0f} µs in p99, more than the"
+                           " 100 µs being tested")
+    return d, spread, "met" if d < 100 else "missed"
+
+
+def fixed_valid(f: dict) -> bool:
+    """Every fixed-rate run reached its rate (else the generator, not the proxy, set the latency)."""
+    return all(x["rate"] >= 0.97 * f["rate"] and x["success"] == 1 for k in ("plain", "iap") for x in f[k])
+
+
+def compute_targets(ctx: dict) -> list[str]:
+    rows = {r["name"]: r for r in ctx["rows"]}
+    plain = ctx["rows"][0]
+    iap_hot = rows.get("caddy-iap, hot RS256 token (cache hits)")
+    iap_rs = rows.get("caddy-iap, distinct RS256 tokens (cache misses)")
+    t = []
+    if iap_hot:
+        ratio = iap_hot["rps"] / plain["rps"]
+        cpu_ratio = plain["cpu_us_per_req"] / iap_hot["cpu_us_per_req"]
+        t.append(f"hot token ≥ 90% of plain Caddy: {ratio * 100:.0f}% by req/s, {cpu_ratio * 100:.0f}% by CPU per"
+                 f" request — {'met' if min(ratio, cpu_ratio) >= 0.9 else 'met by one measure only' if max(ratio, cpu_ratio) >= 0.9 else 'missed'}")
+    c = ctx.get("criterion") or {}
+    cold, ring = c.get("validate/cold/RS256"), c.get("validate/ring_verify/RS256")
+    if iap_rs and iap_hot and cold and ring:
+        extra = iap_rs["cpu_us_per_req"] - iap_hot["cpu_us_per_req"]
+        t.append(f"distinct RS256 within 1.2× of the crypto library's verify: a miss costs the proxy"
+                 f" {extra:.1f} µs of CPU more than a hit ({iap_rs['cpu_us_per_req']:.1f} vs"
+                 f" {iap_hot['cpu_us_per_req']:.1f} µs per request), ring's RS256 verify alone is {ring:.1f} µs"
+                 f" ({extra / ring:.2f}×); in criterion a cold validation is {cold:.1f} µs = {cold / ring:.2f}× ring"
+                 f" — {'met' if extra / ring <= 1.2 else 'missed'} (the proxy number is a difference of two noisy"
+                 " whole-process measurements)")
+    for label, mine, names in (("hot RS256", iap_hot, ("caddy-jwt, hot RS256 token", "caddy-security, hot RS256 token")),
+                               ("distinct RS256", iap_rs, ("caddy-jwt, distinct RS256 tokens",
+                                                           "caddy-security, distinct RS256 tokens")),
+                               ("distinct ES256", rows.get("caddy-iap, distinct ES256 tokens (cache misses)"),
+                                ("caddy-jwt, distinct ES256 tokens", "caddy-security, distinct ES256 tokens"))):
+        for name in names:
+            pr = rows.get(name)
+            if mine and pr:
+                ahead = mine["rps"] > pr["rps"] and mine["cpu_us_per_req"] < pr["cpu_us_per_req"]
+                t.append(f"ahead of {name.split(',')[0]} ({label}): {mine['rps']:,.0f} vs {pr['rps']:,.0f} req/s,"
+                         f" {mine['cpu_us_per_req']:.0f} vs {pr['cpu_us_per_req']:.0f} µs CPU per request —"
+                         f" {'met' if ahead else 'missed'}")
+    fx = ctx.get("fixed")
+    if fx and fx["plain"] and fx["iap"]:
+        d, _, verdict = fixed_verdict(fx)
+        t.append(f"p99 added latency under 100 µs at half of saturation ({fx['rate']}/s, hot token): {d:+,.0f} µs"
+                 f" (median of {len(fx['iap'])} interleaved runs) — {verdict}")
+    else:
+        t.append("p99 added latency under 100 µs at half of saturation: not measured in this run (fixed-rate"
+                 " section skipped; on this 2-CPU machine vegeta on one core could not hold half of plain"
+                 " Caddy's rate in earlier runs, so the figure would be the load generator's)")
+    if ctx.get("flood"):
+        k = ctx["flood"][0]
+        t.append(f"unknown-kid flood: {k['fetches']} key-set fetches in {k['seconds']:.1f}s with a {k['cooldown']}s"
+                 f" cooldown (bound {k['bound']}) — {'met' if k['fetches'] <= k['bound'] else 'missed'}")
+    mem = (ctx.get("memory") or {}).get("runs", {}).get("caddy-iap")
+    if mem:
+        t.append(f"memory bounded with {mem['n']:,} distinct tokens: caddy-iap VmRSS {mem['samples'][0][1]:.0f} MB at start,"
+                 f" peak {mem['hwm_mb']:.0f} MB, {mem['samples'][-1][1]:.0f} MB at the end")
+    return t
+
+
+def write_doc(path: Path, ctx: dict) -> None:
+    L = []
+    a = ctx["args"]
+    L.append("# Benchmarks\n")
+    L.append(f"Generated by `tests/bench/peers.py` (`make bench`) on {ctx['date']}"
+             + (" — **quick smoke run, numbers are indicative only**" if a.quick else "") + ".\n")
+    L.append("## Machine and versions\n")
+    L.append(f"- machine: {ctx['nproc']} CPUs, {ctx['cpu']}, kernel {ctx['kernel']}")
+    L.append(f"- Caddy {CADDY_VERSION} (all binaries); caddy-iap git rev `{ctx['rev']}`")
+    for k, v in ctx["versions"].items():
+        L.append(f"- {k}: {v}")
+    L.append(f"- wrk: {ctx['wrk']}; vegeta: {ctx['vegeta_version']}")
+    L.append("- pinning: " + ("proxy on CPU 0, wrk and the upstream on CPU 1 (taskset; Go sizes GOMAXPROCS to"
+                              " the affinity mask, so 1); in the fixed-rate section vegeta has CPU 1 to itself and"
+                              " that section's upstream runs on CPU 0 beside the proxy"
+                              if have_taskset() else "none (taskset missing or 1 CPU)"))
+    if ctx.get("loadavg"):
+        L.append(f"- load average (1 min) at start / after the wrk rows / at the end: {ctx['loadavg']}"
+                 " (anything above ~1 is load from outside this benchmark on a 2-CPU machine)")
+    L.append("- every proxy logs at WARN (no per-request access or module log lines)")
+    L.append("- the numbers are noisy when anything else runs on the machine; the ratios come from rows"
+             " measured one after another in the same run\n")
+
+    L.append("## Throughput and latency (wrk)\n")
+    L.append(f"`{ctx['wrk_cmd']}`, after a warm-up of a third of that. Each row is a fresh proxy"
+             " process in front of the same upstream (a plain Caddy `respond \"ok\" 200`); the plain Caddy row sends the same requests as the hot-token rows (its token is forwarded unchecked), and no row wraps its handlers in a `route` (each module's directive order places it before `reverse_proxy`). \"CPU\" is"
+             " the proxy's utime+stime (/proc/&lt;pid&gt;/stat) during the measured run divided by its"
+             " requests; \"peak RSS\" is VmHWM. Distinct-token rows walk pre-signed tokens (distinct"
+             " `sub` and `jti`), one per request; the warm-up uses other tokens. \"× plain (CPU)\" is plain"
+             " Caddy's CPU per request over the row's: the share of plain Caddy's capacity the row would"
+             " reach with the proxy's core saturated, steadier than req/s on a shared machine.\n")
+    L.append("| row | req/s | × plain | p50 µs | p99 µs | CPU µs/req | × plain (CPU) | peak RSS MB | requests |"
+             " CPU µs/req, every round |")
+    L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    ceiling = ctx["rows"][0]["rps"]
+    for r in ctx["rows"]:
+        L.append(fmt_row(r, ceiling, ctx["rows"][0]["cpu_us_per_req"]))
+    for name, err in ctx["row_errors"]:
+        L.append(f"| {name} | **not measured: {err}** | | | | | | | | |")
+    L.append("")
+
+    if ctx.get("fixed"):
+        f = ctx["fixed"]
+        L.append("## Added latency at half of saturation (vegeta, fixed rate)\n")
+        L.append(f"Rate {f['rate']}/s = half of plain Caddy's measured {ceiling:,.0f} req/s, for"
+                 f" {f['duration']:g}s each: `{f['cmd']}`.\n")
+        L.append("| row | run | achieved rate | success | status codes | p50 µs | p99 µs |")
+        L.append("| --- | ---: | ---: | ---: | --- | ---: | ---: |")
+        for name, key in (("plain Caddy", "plain"), ("caddy-iap, hot token", "iap")):
+            for i, v in enumerate(f[key], 1):
+                L.append(f"| {name} | {i} | {v['rate']:,.0f} | {v['success'] * 100:.2f}% | {v['status_codes']} |"
+                         f" {v['p50_ms'] * 1000:,.0f} | {v['p99_ms'] * 1000:,.0f} |")
+        med = {k: sorted(x["p99_ms"] for x in f[k])[len(f[k]) // 2] for k in ("plain", "iap")}
+        med50 = {k: sorted(x["p50_ms"] for x in f[k])[len(f[k]) // 2] for k in ("plain", "iap")}
+        d, spread, verdict = fixed_verdict(f)
+        L.append(f"\nMedian p99: plain {med['plain'] * 1000:,.0f} µs, caddy-iap {med['iap'] * 1000:,.0f} µs:"
+                 f" p99 added by caddy-iap **{d:+,.0f} µs** (target: under 100 µs): {verdict}. Largest p99"
+                 f" spread between repeats of one row: {spread:,.0f} µs. Median p50 added:"
+                 f" {(med50['iap'] - med50['plain']) * 1000:+,.0f} µs.\n")
+        f["added_p99_us"] = d
+    elif ctx.get("fixed_error"):
+        L.append(f"## Added latency at half of saturation\n\nNot measured: {ctx['fixed_error']}\n")
+
+    if ctx.get("memory"):
+        m = ctx["memory"]
+        runs = m["runs"]
+        L.append("## Memory with many distinct tokens\n")
+        if ctx.get("memory_from"):
+            L.append(f"From an earlier run of the same harness ({ctx['memory_from']}) on the same binaries;"
+                     " every other section is from the run named at the top.\n")
+        L.append(f"Distinct valid ES256 tokens ({m['n']:,} signed in {m['gen_s']:.0f}s with a process pool), one"
+                 " request each, through each proxy in turn (caddy-iap with the default `cache_size`"
+                 f" 65536), VmRSS after every {m['step']:,} requests. The client is Python (4 keep-alive"
+                 " connections), so the rate is far below the wrk rows.\n")
+        iap_n = runs.get("caddy-iap", {}).get("n", 0)
+        if iap_n < 1_000_000:
+            L.append(f"**Not 1,000,000 tokens:** caddy-iap saw {iap_n:,} distinct tokens in this run"
+                     + (f" ({iap_n / 65536:.1f}× its cache size, so the cache was full and evicting for most"
+                        " of the run)" if iap_n > 65536 else " (fewer than its cache size: this does not show the bound)")
+                     + "; `--memory-tokens 1000000` runs the full check.\n")
+        labels = list(runs)
+        counts = sorted({n for x in labels for n, _ in runs[x]["samples"]})
+        L.append("| requests | " + " | ".join(f"{x} VmRSS MB" for x in labels) + " |")
+        L.append("| ---: |" + " ---: |" * len(labels))
+        for n in counts:
+            cells = []
+            for x in labels:
+                d = dict(runs[x]["samples"])
+                cells.append(f"{d[n]:.1f}" if n in d else "—")
+            L.append(f"| {n:,} | " + " | ".join(cells) + " |")
+        L.append("| peak (VmHWM) | " + " | ".join(f"{runs[x]['hwm_mb']:.1f}" for x in labels) + " |")
+        L.append("| responses | " + " | ".join(f"{runs[x]['ok']:,} × 200" + (f", {runs[x]['other']}" if runs[x]["other"]
+                                                                           else "") for x in labels) + " |")
+        L.append("| client rate | " + " | ".join(f"{runs[x]['n'] / runs[x]['seconds']:,.0f} req/s" for x in labels) + " |")
+        L.append("")
+
+    if ctx.get("flood"):
+        fl = ctx["flood"]
+        k0 = fl[0]
+        L.append("## Unknown-`kid` flood against a counting JWKS server\n")
+        L.append(f"{k0['n']:,} validly signed ES256 tokens whose `kid` is random (not in the key set), spread"
+                 f" evenly over {k0['seconds']:.0f}s (Python client, 2 connections), against a proxy whose keys"
+                 " come from a Python `http.server` that counts GETs. caddy-iap: `jwks_url` with"
+                 f" `kid_miss_cooldown {k0['cooldown']}s`. caddy-jwt: `jwk_url` (it has no cooldown setting)."
+                 " caddy-security cannot fetch keys, so it has no row. \"Before\": fetches at start-up and for"
+                 " one valid request, before the flood.\n")
+        L.append("| proxy | fetches before | fetches during the flood | allowed (one per cooldown) | responses |"
+                 " valid token before / after |")
+        L.append("| --- | ---: | ---: | ---: | --- | --- |")
+        for k in fl:
+            L.append(f"| {k['label']} | {k['fetches_before']} | **{k['fetches']}** |"
+                     f" {k['bound'] if k['bound'] is not None else 'no bound'} | {k['statuses']} |"
+                     f" {k['good_before']} / {k['good_after']} |")
+        L.append("\ncaddy-iap's fetches during the flood at: " + (", ".join(f"{x:.1f}s" for x in k0["at"]) or "—") + ".\n")
+
+    for key, title in (("memory_error", "Memory with many distinct tokens"), ("flood_error", "Unknown-`kid` flood")):
+        if ctx.get(key):
+            L.append(f"## {title}\n\nNot measured: {ctx[key]}\n")
+    if ctx.get("criterion"):
+        c = ctx["criterion"]
+        L.append("## Criterion (rust/core/benches/core.rs)\n")
+        L.append(f"`{ctx['criterion_cmd']}`; means from target/criterion/*/new/estimates.json.\n")
+        L.append("| benchmark | mean µs |")
+        L.append("| --- | ---: |")
+        for k in sorted(c):
+            L.append(f"| {k} | {c[k]:.2f} |")
+        L.append("")
+    elif ctx.get("criterion_error"):
+        L.append(f"## Criterion\n\nNot run: {ctx['criterion_error']}\n")
+
+    targets = compute_targets(ctx)
+    if targets:
+        L.append("## Targets\n")
+        for t in targets:
+            L.append(f"- {t}")
+        L.append("")
+
+    L.append(PEER_NOTES)
+    L.append("## Commands\n")
+    L.append("```")
+    L.extend(re.sub(r" --out \S+", "", re.sub(r"--peer-src \S+", f"--peer-src <checkout of ggicci/caddy-jwt {CADDY_JWT[1]}>", c))
+             for c in ctx["commands"])
+    L.append("```")
+    L.append("\n### Caddyfiles (site blocks)\n")
+    by_text: dict[str, list[str]] = {}
+    for name, text in ctx["configs"].items():
+        by_text.setdefault(text, []).append(name)
+    for text, names in by_text.items():
+        L.append(f"<details><summary>{'; '.join(names)}</summary>\n\n```caddyfile\n{text}\n```\n</details>\n")
+    path.write_text("\n".join(L) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--duration", type=int, default=10, help="seconds per measured wrk run (default 10)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="run every wrk row this many times, interleaved (a fresh process each time); "
+                         "the table gives each row's median round by CPU per request (default 3)")
+    ap.add_argument("--quick", action="store_true", help="short smoke run: 2s rows, fewer tokens")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--tokens", type=int, default=0, help="distinct tokens per distinct row (default: sized to the run)")
+    ap.add_argument("--memory-tokens", type=int, default=200_000,
+                    help="distinct tokens through caddy-iap in the memory check (1000000 for the full check)")
+    ap.add_argument("--memory-peer-tokens", type=int, default=200_000,
+                    help="at most this many through each peer (caddy-security keeps every one in memory)")
+    ap.add_argument("--memory-step", type=int, default=0, help="VmRSS every this many requests")
+    ap.add_argument("--fixed-repeats", type=int, default=3)
+    ap.add_argument("--kid-flood", type=int, default=5000)
+    ap.add_argument("--kid-seconds", type=float, default=10.0)
+    ap.add_argument("--kid-cooldown", type=int, default=3)
+    ap.add_argument("--peer-src", default=os.environ.get("CADDY_JWT_SRC", ""),
+                    help="a checkout of ggicci/caddy-jwt v1.1.1 (the module proxy does not serve it)")
+    ap.add_argument("--skip", default="", help="comma list of: peers,fixed,memory,flood,criterion")
+    ap.add_argument("--criterion-read", action="store_true",
+                    help="read target/criterion as left by an earlier cargo bench instead of running it")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    ap.add_argument("--render", help="only rewrite --out from the results.json of an earlier run")
+    ap.add_argument("--memory-from", help="with --render: take the memory section from this other results.json"
+                                          " (the doc says so)")
+    args = ap.parse_args()
+    if args.render:
+        ctx = json.loads(Path(args.render).read_text())
+        ctx["args"] = argparse.Namespace(quick=ctx.get("quick", False))
+        if args.memory_from:
+            other = json.loads(Path(args.memory_from).read_text())
+            ctx["memory"] = other["memory"]
+            ctx["memory_from"] = f"{other['date']}, load average {other.get('loadavg', '?')}"
+            ctx["commands"].append(other["commands"][0] + "   # the memory section")
+        write_doc(Path(args.out), ctx)
+        print(f"wrote {args.out}")
+        return
+    if args.quick:
+        args.duration = min(args.duration, 2)
+        args.memory_tokens = min(args.memory_tokens, 20_000)
+        args.memory_peer_tokens = min(args.memory_peer_tokens, 10_000)
+        args.kid_flood = min(args.kid_flood, 1000)
+        args.kid_seconds = min(args.kid_seconds, 4.0)
+        args.kid_cooldown = min(args.kid_cooldown, 2)
+        args.fixed_repeats = 1
+    skip = set(filter(None, args.skip.split(",")))
+    # SIGTERM (timeout, Ctrl-C from make) unwinds like an exception, so every server is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if not CADDY.exists():
+        sys.exit("bin/caddy is missing: run `make caddy` first")
+    if not shutil.which("wrk"):
+        sys.exit("wrk is missing: apt-get install -y wrk")
+
+    def loadavg() -> str:
+        return Path("/proc/loadavg").read_text().split()[0]
+
+    work = Path(tempfile.mkdtemp(prefix="iap-peers-bench-"))
+    bench = Bench(args, work)
+    commands = [f"tests/.venv/bin/python tests/bench/peers.py {' '.join(sys.argv[1:])}".strip()]
+    ctx: dict = {"args": args, "rows": [], "row_errors": [], "configs": {}, "commands": commands,
+                 "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                 "nproc": os.cpu_count(), "kernel": os.uname().release,
+                 "cpu": next((ln.split(":", 1)[1].strip() for ln in sh("lscpu").splitlines()
+                              if ln.startswith("Model name")), "?"),
+                 "rev": sh("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD")
+                 + (" (+ uncommitted changes)" if sh("git", "-C", str(ROOT), "status", "--porcelain",
+                                                     "--untracked-files=no") else ""),
+                 "wrk": sh("wrk", "-v").splitlines()[0] if sh("wrk", "-v") else "?",
+                 "vegeta_version": "not used", "versions": {}}
+    ctx["loadavg"] = loadavg()
+    ctx["wrk_cmd"] = (" ".join(pinned(LOAD_CPU, ["wrk", f"-t{args.threads}", f"-c{args.connections}",
+                                                 f"-d{args.duration:g}s", "--latency", "-s", "walk.lua",
+                                                 "http://127.0.0.1:PORT/items/1"])))
+    commands.append(ctx["wrk_cmd"] + "   # BENCH_TOKENS=<token file, one a line>")
+
+    peers: dict[str, Path] = {}
+    if "peers" not in skip:
+        try:
+            peers = build_peers(args)
+        except (subprocess.SubprocessError, OSError) as e:
+            ctx["row_errors"].append(("peers", f"build failed: {e}"))
+    if "caddy-jwt" not in peers and "peers" not in skip:
+        ctx["row_errors"].append(("ggicci/caddy-jwt", "not built: the Go module proxy does not serve"
+                                  " github.com/ggicci/caddy-jwt (403); pass --peer-src <checkout of v1.1.1>"))
+    for name, b in peers.items():
+        mod = CADDY_JWT[0] if name == "caddy-jwt" else CADDY_SECURITY[0]
+        v = module_version(b, mod)
+        ctx["versions"][name] = (f"{mod} {CADDY_JWT[1]} (built from a checkout of the tag: {v})"
+                                 if name == "caddy-jwt" else f"{mod} {v}")
+        commands.append(f"CGO_ENABLED=0 xcaddy build {CADDY_VERSION} --output bin/peers/{name} --with "
+                        + (f"{mod}@{CADDY_JWT[1]}=<checkout of {CADDY_JWT[1]}>" if name == "caddy-jwt" else f"{mod}@{v}"))
+
+    print(f"work dir {work}", flush=True)
+    keys = Keys(work)
+    # Distinct rows: enough tokens that the measured run does not wrap (flagged if it does).
+    n_tok = args.tokens or (15000 if args.quick else int(9000 * args.duration))
+    t0 = time.time()
+    toks = {}
+    for alg in ("RS256", "ES256"):
+        toks[alg] = make_tokens(keys, alg, n_tok, f"{alg.lower()}-m-")
+        warm = make_tokens(keys, alg, max(2000, n_tok // 3), f"{alg.lower()}-w-")
+        (work / f"{alg}-measured.txt").write_text("\n".join(toks[alg]) + "\n")
+        (work / f"{alg}-warm.txt").write_text("\n".join(warm) + "\n")
+    print(f"signed {2 * n_tok} measured tokens in {time.time() - t0:.0f}s", flush=True)
+    hot = {alg: toks[alg][0] for alg in toks}
+    forged = {alg: forge(hot[alg]) for alg in hot}
+
+    upstream = Server(work, "upstream", CADDY, '\trespond "ok" 200', cpu=LOAD_CPU).start()
+    up = f"127.0.0.1:{upstream.port}"
+    ctx["configs"]["upstream"] = '\trespond "ok" 200'
+
+    def run(name: str, binary: Path, site: str, global_extra: str = "", check: str | None = "RS256",
+            **kw) -> dict | None:
+        srv = Server(work, re.sub(r"\W+", "-", name).strip("-"), binary, site, global_extra)
+        ctx["configs"][name] = (global_extra + "\n" if global_extra else "") + site
+        try:
+            srv.start()
+            if check:
+                check_auth(srv, hot[check], forged[check])
+            r = bench.row(name, srv, **kw)
+            ctx["rows"].append(r)
+            return r
+        except Exception as e:  # noqa: BLE001 - reported in the doc, never a made-up number
+            print(f"  {name}: FAILED {e}", flush=True)
+            ctx["row_errors"].append((name, str(e).splitlines()[0][:300]))
+            return None
+        finally:
+            srv.stop()
+
+    try:
+        print("wrk rows:", flush=True)
+        # Rounds interleave the rows, so slow drifts of this shared machine hit every row alike;
+        # each row's median round goes in the table.
+        for rnd in range(args.rounds):
+            print(f" round {rnd + 1}/{args.rounds}", flush=True)
+            # The same requests as the hot-token rows (the token is forwarded, unchecked), so the
+            # ceiling differs from them only by the checking.
+            plain = run("plain Caddy reverse_proxy (no auth)", CADDY, f"\treverse_proxy {up}", check=None,
+                        hot=hot["RS256"])
+            if plain is None:
+                raise SystemExit("plain Caddy row failed; nothing to compare against")
+            m, w = work / "RS256-measured.txt", work / "RS256-warm.txt"
+            me, we = work / "ES256-measured.txt", work / "ES256-warm.txt"
+            run("caddy-iap, hot RS256 token (cache hits)", CADDY, iap_site(up, keys), hot=hot["RS256"])
+            run("caddy-iap, distinct RS256 tokens (cache misses)", CADDY, iap_site(up, keys),
+                         warm=w, measured=m, n_tokens=n_tok)
+            run("caddy-iap, distinct ES256 tokens (cache misses)", CADDY, iap_site(up, keys), check="ES256",
+                warm=we, measured=me, n_tokens=n_tok)
+            run("caddy-iap, hot RS256 token + assertion minting", CADDY, iap_site(up, keys, assertion=True),
+                hot=hot["RS256"])
+            if "caddy-jwt" in peers:
+                b = peers["caddy-jwt"]
+                run("caddy-jwt, hot RS256 token", b, jwt_site(up, keys.rsa_pem, "RS256"),
+                    global_extra="\torder jwtauth before basic_auth\n", hot=hot["RS256"])
+                run("caddy-jwt, distinct RS256 tokens", b, jwt_site(up, keys.rsa_pem, "RS256"),
+                    global_extra="\torder jwtauth before basic_auth\n", warm=w, measured=m,
+                    n_tokens=n_tok)
+                run("caddy-jwt, distinct ES256 tokens", b, jwt_site(up, keys.ec_pem, "ES256"),
+                    global_extra="\torder jwtauth before basic_auth\n", check="ES256",
+                    warm=we, measured=me, n_tokens=n_tok)
+            if "caddy-security" in peers:
+                b = peers["caddy-security"]
+                run("caddy-security, hot RS256 token", b, security_site(up),
+                    global_extra=security_global(keys.rsa_pem), hot=hot["RS256"])
+                run("caddy-security, distinct RS256 tokens", b, security_site(up),
+                    global_extra=security_global(keys.rsa_pem), warm=w, measured=m,
+                    n_tokens=n_tok)
+                run("caddy-security, distinct ES256 tokens", b, security_site(up),
+                    global_extra=security_global(keys.ec_pem), check="ES256",
+                    warm=we, measured=me, n_tokens=n_tok)
+
+        ctx["rows"] = median_rounds(ctx["rows"])
+        plain = ctx["rows"][0]
+        ctx["loadavg"] += " / " + loadavg()
+        if "fixed" not in skip:
+            try:
+                vb = vegeta_bin()
+                if vb is None:
+                    ctx["fixed_error"] = (f"vegeta not found (go install github.com/tsenart/vegeta/v12@{VEGETA_VERSION})")
+                else:
+                    ctx["vegeta_version"] = VEGETA_VERSION
+                    commands.append(f"go install github.com/tsenart/vegeta/v12@{VEGETA_VERSION}")
+                    rate = max(1, int(plain["rps"] / 2))
+                    d = max(3.0, args.duration)
+                    print(f"fixed rate {rate}/s for {d:g}s (vegeta)", flush=True)
+                    res: dict = {"plain": [], "iap": []}
+                    # Interleaved repeats (plain, iap, plain, iap, ...): the spread between repeats of
+                    # one row shows how much of a difference is noise.
+                    # vegeta costs far more CPU per request than wrk: it gets CPU 1 to itself, and this
+                    # section's upstream runs on CPU 0 beside the proxy (which is at half load).
+                    fixed_up = Server(work, "upstream-fixed", CADDY, '\trespond "ok" 200', cpu=PROXY_CPU).start()
+                    fup = f"127.0.0.1:{fixed_up.port}"
+                    try:
+                        for _ in range(args.fixed_repeats):
+                            for key, site, tok in (("plain", f"\treverse_proxy {fup}", None),
+                                                   ("iap", iap_site(fup, keys), hot["RS256"])):
+                                srv = Server(work, f"fixed-{key}", CADDY, site).start()
+                                try:
+                                    vegeta(vb, srv.url, tok, rate, 2.0, work)  # warm-up
+                                    v = vegeta(vb, srv.url, tok, rate, d, work)
+                                    res[key].append(v)
+                                    print(f"  {key}: p50 {v['p50_ms']:.3f} ms p99 {v['p99_ms']:.3f} ms rate"
+                                          f" {v['rate']:.0f}/s success {v['success']:.4f} codes {v['status_codes']}",
+                                          flush=True)
+                                finally:
+                                    srv.stop()
+                    finally:
+                        fixed_up.stop()
+                    cmd = (" ".join(pinned(LOAD_CPU, ["vegeta", "attack", f"-rate={rate}/s", f"-duration={d:g}s",
+                                                      "-targets=targets.txt", "-keepalive=true", "-workers=32",
+                                                      "-max-workers=512", "-timeout=10s"]))
+                           + " | vegeta report -type=json")
+                    commands.append(cmd)
+                    ctx["fixed"] = {"rate": rate, "duration": d, "cmd": cmd, **res}
+
+            except Exception as e:  # noqa: BLE001 - reported in the doc
+                print(f"fixed rate FAILED: {e}", flush=True)
+                ctx["fixed_error"] = str(e).splitlines()[0][:300]
+        if "memory" not in skip:
+            try:
+                n_peer = min(args.memory_tokens, args.memory_peer_tokens)
+                targets = [("caddy-iap", CADDY, iap_site(up, keys), "", args.memory_tokens)]
+                if "caddy-security" in peers:
+                    targets.append(("caddy-security", peers["caddy-security"], security_site(up),
+                                    security_global(keys.ec_pem), n_peer))
+                if "caddy-jwt" in peers:
+                    targets.append(("caddy-jwt", peers["caddy-jwt"], jwt_site(up, keys.ec_pem, "ES256"),
+                                    "\torder jwtauth before basic_auth\n", n_peer))
+                ctx["memory"] = memory_check(bench, targets, keys, args.memory_tokens,
+                                             step=args.memory_step or max(1000, args.memory_tokens // 20))
+            except Exception as e:  # noqa: BLE001 - reported in the doc
+                print(f"memory check FAILED: {e}", flush=True)
+                ctx["memory_error"] = str(e).splitlines()[0][:300]
+        if "flood" not in skip:
+            try:
+                flood_tokens = make_tokens(keys, "ES256", args.kid_flood, "kid-", random_kid=True)
+                good = make_tokens(keys, "ES256", 1, "kid-good-")[0]
+                cd = args.kid_cooldown
+                ctx["flood"] = [kid_flood(
+                    bench, "caddy-iap", CADDY,
+                    lambda url: (iap_site(up, keys, jwks=f"jwks_url {url}",
+                                          extra_issuer=f"\t\t\t\tkid_miss_cooldown {cd}s\n"), ""),
+                    keys, flood_tokens, good, args.kid_seconds, cd)]
+                if "caddy-jwt" in peers:
+                    ctx["flood"].append(kid_flood(
+                        bench, "caddy-jwt (jwk_url)", peers["caddy-jwt"],
+                        lambda url: (jwt_site_jwk(up, url), "\torder jwtauth before basic_auth\n"),
+                        keys, flood_tokens, good, args.kid_seconds, None))
+            except Exception as e:  # noqa: BLE001 - reported in the doc
+                print(f"kid flood FAILED: {e}", flush=True)
+                ctx["flood_error"] = str(e).splitlines()[0][:300]
+    finally:
+        upstream.stop()
+
+    if "criterion" not in skip:
+        try:
+            ctx["criterion"], ctx["criterion_cmd"] = criterion(work, run=not args.criterion_read)
+            commands.append(ctx["criterion_cmd"])
+        except (RuntimeError, subprocess.SubprocessError, OSError) as e:
+            ctx["criterion_error"] = str(e).splitlines()[0][:300]
+
+    out = Path(args.out)
+    ctx["quick"] = args.quick
+    ctx["loadavg"] += " / " + loadavg()
+    (work / "results.json").write_text(json.dumps({k: v for k, v in ctx.items() if k != "args"}, indent=1,
+                                                  default=str))
+    print(f"raw results: {work / 'results.json'}")
+    write_doc(out, ctx)
+    print(f"wrote {out}")
+    for f in work.glob("*256-*.txt"):  # the token files (tens of MB); logs and results.json stay
+        f.unlink()
+    bad = [r["name"] for r in ctx["rows"] if not r["ok"]]
+    if bad:
+        print("rows with errors: " + ", ".join(bad), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
