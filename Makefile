@@ -84,7 +84,7 @@ test-e2e: bin/caddy
 	bash tests/run-e2e.sh
 
 # Each fuzz target for FUZZ_SECONDS on its checked-in corpus (a crash fails), and the Go
-# Caddyfile fuzzer likewise. With a fixed seed (FUZZ_SEED) CI replays the same inputs on every
+# fuzzers (Caddyfile, PostgreSQL startup) likewise. With a fixed seed (FUZZ_SEED) CI replays the same inputs on every
 # run; exploring is for longer runs: FUZZ_SECONDS=3600 FUZZ_SEED= make fuzz.
 FUZZ_SECONDS ?= 30
 FUZZ_SEED ?= 1
