@@ -25,6 +25,7 @@ mod decision;
 mod engine;
 mod error;
 mod ffi;
+mod gateway;
 mod postgres;
 mod slice;
 

@@ -4,15 +4,14 @@
 //! login is Box-owned by the caller and read through a borrowed view; freeing it wipes the
 //! password Rust held.
 
-use std::sync::Arc;
-
 use caddy_iap_postgres::{
     Gateway, Login, LoginRequest, Outcome, PolicyConfig, Refusal, SweepReport,
 };
 
 use crate::engine::{EngineBox, iap_engine};
-use crate::error::{finish_new, iap_result};
-use crate::ffi::{arc_clone, arc_free, arc_ref, box_free, box_into_ptr, box_ref, bytes, write_out};
+use crate::error::iap_result;
+use crate::ffi::{arc_free, arc_ref, box_free, box_into_ptr, box_ref, bytes, write_out};
+use crate::gateway::new_gateway;
 use crate::slice::iap_str;
 
 /// A PostgreSQL gateway. Opaque; shared (reference-counted) by all callers.
@@ -20,10 +19,7 @@ pub struct iap_pg_gateway {
     _private: [u8; 0],
 }
 
-struct GatewayBox {
-    engine: Arc<EngineBox>,
-    gateway: Gateway,
-}
+type GatewayBox = crate::gateway::GatewayBox<Gateway>;
 
 /// Builds a gateway for one policy (`policy_json`, UTF-8 JSON) on top of `engine`, which it
 /// keeps alive. Does not connect to the database.
@@ -42,24 +38,17 @@ pub extern "C" fn iap_pg_gateway_new(
     gateway_out: *mut *const iap_pg_gateway,
 ) -> iap_result {
     ffi_panic_boundary! {
-        // SAFETY: `engine` is NULL or a live engine for this call.
-        let Some(engine) = (unsafe { arc_clone::<EngineBox, iap_engine>(engine) }) else {
-            return iap_result::NullParameter;
+        let build = |json: &[u8], _engine: &EngineBox| {
+            let policy = serde_json::from_slice::<PolicyConfig>(json)
+                .map_err(|e| format!("postgres policy: {e}"))?;
+            Gateway::new(&policy).map_err(|e| e.to_string())
         };
-        // SAFETY: the caller lends `policy_len` readable bytes for this call.
-        let Some(json) = (unsafe { bytes(policy_json, policy_len) }) else {
-            return iap_result::NullParameter;
-        };
-        if gateway_out.is_null() {
-            return iap_result::NullParameter;
+        // SAFETY: the arguments are as this function documents.
+        unsafe {
+            new_gateway::<Gateway, iap_pg_gateway>(
+                engine, policy_json, policy_len, err_buf, err_buf_len, err_written, gateway_out, build,
+            )
         }
-        let built = serde_json::from_slice::<PolicyConfig>(json)
-            .map_err(|e| format!("postgres policy: {e}"))
-            .and_then(|policy| Gateway::new(&policy).map_err(|e| e.to_string()));
-        let built = built.map(|gateway| GatewayBox { engine, gateway });
-        // SAFETY: `gateway_out` checked non-NULL above; the caller lends the error buffer and
-        // length slot, or NULLs.
-        unsafe { finish_new::<GatewayBox, iap_pg_gateway>(built, gateway_out, err_buf, err_buf_len, err_written) }
     }
 }
 
