@@ -107,11 +107,14 @@ func (h *CosmosHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next c
 	r.Header.Del("Date")
 	r.Header.Set("Authorization", d.Authorization)
 	r.Header.Set(hdrMsDate, d.Date)
-	for name, on := range map[string]bool{hdrIsQuery: d.Query, hdrIsUpsert: d.Upsert, hdrIsBatch: d.Batch} {
-		if on {
-			r.Header.Set(name, "True")
+	for _, k := range [...]struct {
+		name string
+		on   bool
+	}{{hdrIsQuery, d.Query}, {hdrIsUpsert, d.Upsert}, {hdrIsBatch, d.Batch}} {
+		if k.on {
+			r.Header.Set(k.name, "True")
 		} else {
-			r.Header.Del(name)
+			r.Header.Del(k.name)
 		}
 	}
 	if !d.AccountDocument {

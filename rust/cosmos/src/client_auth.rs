@@ -45,7 +45,7 @@ pub fn token_from_authorization(value: &[u8]) -> Result<Vec<u8>, TokenError> {
     }
     let decoded;
     let value = if strip_prefix_ignore_case(value, b"type%3d").is_some() {
-        decoded = percent_decode(value).ok_or(TokenError::Malformed)?;
+        decoded = crate::percent::percent_decode(value).ok_or(TokenError::Malformed)?;
         decoded.as_slice()
     } else {
         value
@@ -75,23 +75,6 @@ fn strip_prefix_ignore_case<'a>(v: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> 
 
 fn trim(v: &[u8]) -> &[u8] {
     v.trim_ascii()
-}
-
-/// Decodes `%XX` escapes; `None` on a bad escape.
-fn percent_decode(v: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
-    while i < v.len() {
-        if v[i] == b'%' {
-            let h = std::str::from_utf8(v.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(h, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(v[i]);
-            i += 1;
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod client_auth;
 mod config;
 pub mod entra;
 mod gateway;
+mod percent;
 pub mod permissions;
 pub mod request;
 pub mod signing;

@@ -316,26 +316,8 @@ fn decode_segment(raw: &str) -> Result<String, ParseError> {
     if raw.is_empty() {
         return Err(ParseError("empty path segment"));
     }
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or(ParseError("bad percent-encoding in path"))?;
-                out.push(hex);
-                i += 3;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
+    let out = crate::percent::percent_decode(raw.as_bytes())
+        .ok_or(ParseError("bad percent-encoding in path"))?;
     let s = String::from_utf8(out).map_err(|_| ParseError("path is not UTF-8"))?;
     if s == "." || s == ".." {
         return Err(ParseError("dot segment in path"));
