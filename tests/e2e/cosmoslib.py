@@ -100,7 +100,7 @@ class OidcCredential:
 
 
 def cosmos_caddyfile(*, admin_port: int, storage: Path, log_path: Path, port: int, cert: Path, key: Path,
-                     upstream_url: str, upstream_ca: Path | None, policy: str) -> str:
+                     upstream_url: str, upstream_ca: Path | None, policy: str, log_level: str = "DEBUG") -> str:
     """HTTPS on 127.0.0.1:<port>: `iap_cosmos { policy }`, then reverse_proxy to the account."""
     policy = "\n".join("\t\t" + line if line.strip() else line for line in policy.strip("\n").splitlines())
     transport = ""
@@ -113,7 +113,7 @@ def cosmos_caddyfile(*, admin_port: int, storage: Path, log_path: Path, port: in
 	persist_config off
 	storage file_system {storage}
 	log {{
-		level DEBUG
+		level {log_level}
 		output file {log_path}
 	}}
 }}

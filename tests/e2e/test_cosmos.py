@@ -45,7 +45,7 @@ role writer claim groups contains cosmos-writers
 grant reader data_reader on dbs/app/colls/orders
 grant writer items/* readMetadata on dbs/app/colls/orders
 {signing}
-audit
+{audit}
 """
 
 
@@ -73,16 +73,17 @@ def emulator(tmp_path_factory):
 
 
 class Gateway:
-    def __init__(self, workdir: Path, idp: IdP, upstream_url: str, upstream_ca: Path | None, signing: str):
+    def __init__(self, workdir: Path, idp: IdP, upstream_url: str, upstream_ca: Path | None, signing: str,
+                 audit: bool = True, log_level: str = "DEBUG"):
         self.cert, self.key = make_cert(workdir)
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}/"
-        policy = POLICY.format(issuer=idp.issuer, aud=AUD, signing=signing)
+        policy = POLICY.format(issuer=idp.issuer, aud=AUD, signing=signing, audit="audit" if audit else "")
         self.caddy = Caddy(workdir, upstream_address="", iap_config="", port=self.port)
         self.caddy.text = cosmos_caddyfile(
             admin_port=self.caddy.admin_port, storage=self.caddy.storage, log_path=self.caddy.log_path,
             port=self.port, cert=self.cert, key=self.key, upstream_url=upstream_url,
-            upstream_ca=upstream_ca, policy=policy)
+            upstream_ca=upstream_ca, policy=policy, log_level=log_level)
 
     def start(self) -> "Gateway":
         self.caddy.start()
