@@ -360,3 +360,28 @@ func selfSigned(t *testing.T) tls.Certificate {
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
+
+func TestTerminateWatcherSeesTheLastMessageOnly(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		writes [][]byte
+		want   bool
+	}{
+		{"one write", [][]byte{{'Q', 0, 0, 0, 5, 0}, {'X', 0, 0, 0, 4}}, true},
+		{"split across writes", [][]byte{{'Q', 0, 0, 0, 5, 0, 'X', 0}, {0}, {0, 4}}, true},
+		{"query after terminate-like bytes", [][]byte{{'X', 0, 0, 0, 4}, {'Q', 0, 0, 0, 5, 0}}, false},
+		{"no terminate", [][]byte{{'Q', 0, 0, 0, 5, 0}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := &terminateWatcher{Writer: io.Discard}
+			for _, p := range tc.writes {
+				if _, err := w.Write(p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := w.sawTerminate.Load(); got != tc.want {
+				t.Fatalf("sawTerminate = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

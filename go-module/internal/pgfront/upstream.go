@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -92,19 +93,48 @@ func (f *Front) relay(ctx context.Context, client net.Conn, up *upstreamConn, s 
 	stop := context.AfterFunc(ctx, func() { end("shutdown") })
 	defer stop()
 
+	// A server closes its side as soon as it reads the client's Terminate; which EOF we see
+	// first is then a race, so the Terminate itself marks the end as the client's.
+	toServer := &terminateWatcher{Writer: server}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		n, _ := io.Copy(server, client)
+		n, _ := io.Copy(toServer, client)
 		s.BytesIn = n
 		end("client closed")
 	}()
 	n, _ := io.Copy(client, server)
 	s.BytesOut = n
+	if toServer.sawTerminate.Load() {
+		end("client closed")
+	}
 	end("server closed")
 	wg.Wait()
 	s.Ended = time.Now()
+}
+
+// terminateMessage is the frontend's Terminate ('X', length 4): the client ending its session.
+var terminateMessage = [5]byte{'X', 0, 0, 0, 4}
+
+// terminateWatcher passes writes through and notes when the stream ends with a Terminate
+// message. It keeps the last five bytes, so a message split across writes counts.
+type terminateWatcher struct {
+	io.Writer
+	tail         [5]byte
+	sawTerminate atomic.Bool
+}
+
+func (w *terminateWatcher) Write(p []byte) (int, error) {
+	// Noted before writing: the server may close, and the relay see it, before Write returns.
+	if len(p) >= len(w.tail) {
+		copy(w.tail[:], p[len(p)-len(w.tail):])
+	} else {
+		copy(w.tail[:], w.tail[len(p):])
+		copy(w.tail[len(w.tail)-len(p):], p)
+	}
+	w.sawTerminate.Store(w.tail == terminateMessage)
+	return w.Writer.Write(p)
 }
 
 // cancelKey is the (pid, secret) pair a client is given in BackendKeyData. It is ours, not
