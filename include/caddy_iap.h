@@ -34,6 +34,33 @@ typedef uint32_t iap_result;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// What an outcome asks of the caller.
+enum iap_signin_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Redirect the browser to `location` (302), setting `set_cookies`.
+  IAP_SIGNIN_KIND_REDIRECT = 0,
+  // Show an error page: `status`, `message`, a "try again" link to `location`; set
+  // `set_cookies`; log `reason`.
+  IAP_SIGNIN_KIND_ERROR = 1,
+  // A live session: decide the request on `id_token` (as a session token) and set
+  // `set_cookies` on the response.
+  IAP_SIGNIN_KIND_ACTIVE = 2,
+  // The request carries no session.
+  IAP_SIGNIN_KIND_NONE = 3,
+  // The session cannot be used (`reason`): sign in again; set `set_cookies` (clears).
+  IAP_SIGNIN_KIND_ENDED = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum iap_signin_kind iap_signin_kind;
+#else
+typedef uint32_t iap_signin_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // The outcome of one request. Opaque; read with [`iap_cosmos_decision_get`], free with
 // [`iap_cosmos_decision_free`].
 typedef struct iap_cosmos_decision iap_cosmos_decision;
@@ -57,6 +84,12 @@ typedef struct iap_pg_login iap_pg_login;
 // The outcome of one janitor pass. Opaque; read with [`iap_pg_sweep_get`], free with
 // [`iap_pg_sweep_free`].
 typedef struct iap_pg_sweep iap_pg_sweep;
+
+// A site's browser sign-in. Opaque; shared (reference-counted) by all callers.
+typedef struct iap_signin iap_signin;
+
+// The outcome of one sign-in call. Opaque; read with [`iap_signin_outcome_get`].
+typedef struct iap_signin_outcome iap_signin_outcome;
 
 // A borrowed run of bytes (UTF-8 for text), not NUL-terminated. Who lends it says how long it
 // lives. `data` may be NULL when `len` is 0.
@@ -189,6 +222,9 @@ typedef struct {
   iap_str path;
   // The presented token; `len == 0` when none was presented.
   iap_str token;
+  // `token` is a session's ID token (from [`crate::iap_signin_session`]), not a bearer
+  // token.
+  bool session;
 } iap_request;
 
 // Counters read at metrics scrape time.
@@ -217,6 +253,8 @@ typedef struct {
   iap_str database;
   // Mint a new password even if a cached one is still valid.
   bool fresh;
+  // `token` is a browser session's ID token (from `iap_signin_session`), not a bearer token.
+  bool session;
 } iap_pg_login_request;
 
 // A borrowed view of a login; every pointer in it is valid until `iap_pg_login_free`.
@@ -288,6 +326,29 @@ typedef struct {
   // Roles the janitor deactivated or dropped.
   uint64_t swept;
 } iap_pg_stats;
+
+// A borrowed view of an outcome; every pointer in it is valid until
+// `iap_signin_outcome_free`.
+typedef struct {
+  // What to do.
+  iap_signin_kind kind;
+  // ERROR: the page's HTTP status.
+  uint16_t status;
+  // REDIRECT: the `Location`; ERROR: where "try again" leads.
+  iap_str location;
+  // ERROR: one sentence for the page (no secret, no token).
+  iap_str message;
+  // ERROR, ENDED: the reason for the log (no secret, no token).
+  iap_str reason;
+  // ACTIVE: the session's ID token. Secret: decide on it, never log or forward it.
+  iap_str id_token;
+  // ACTIVE: when the session ends (Unix seconds).
+  uint64_t expires_at;
+  // `Set-Cookie` header values, in order.
+  const iap_str *set_cookies;
+  // Number of `set_cookies`.
+  size_t set_cookies_len;
+} iap_signin_outcome_view;
 
 #ifdef __cplusplus
 extern "C" {
@@ -445,6 +506,64 @@ void iap_pg_sweep_free(iap_pg_sweep *sweep);
 
 // Writes the gateway's counters to `*out`. Does nothing when either pointer is NULL.
 void iap_pg_gateway_stats(const iap_pg_gateway *gateway, iap_pg_stats *out);
+
+// Builds a sign-in (`config_json`, UTF-8 JSON: the `login` block with resolved secret and
+// keys) on top of `engine`, which it keeps alive. Does no network I/O: the provider's
+// discovery document is read at the first sign-in.
+//
+// On success writes the sign-in to `*signin_out`; the caller owns it and releases it with
+// [`iap_signin_free`]. On `IAP_RESULT_INVALID_CONFIG` writes the reason into `err_buf` as
+// [`crate::iap_engine_new`] does.
+iap_result iap_signin_new(const iap_engine *engine,
+                          const uint8_t *config_json,
+                          size_t config_len,
+                          uint8_t *err_buf,
+                          size_t err_buf_len,
+                          size_t *err_written,
+                          const iap_signin **signin_out);
+
+// Releases the caller's reference to `signin`. NULL is fine. Must not be called twice for the
+// same reference, nor while a call using it is in flight.
+void iap_signin_free(const iap_signin *signin);
+
+// Starts a sign-in for a browser that asked for `return_to` (a path; anything not on this
+// site becomes `/`), with `redirect_uri` this site's callback URL. Outcome: REDIRECT to the
+// provider with the login cookie, or ERROR (502) when the provider's discovery fails. May
+// block for that discovery (bounded by `fetch_timeout`). The caller frees the outcome.
+iap_result iap_signin_begin(const iap_signin *signin,
+                            iap_str return_to,
+                            iap_str redirect_uri,
+                            iap_signin_outcome **outcome_out);
+
+// Completes a sign-in at the callback: `query` is the raw query string, `cookies` the
+// request's `Cookie` header values joined with `; `. Outcome: REDIRECT to the page the sign-in
+// was for with the session cookies, or ERROR. Blocks for the code exchange (bounded by
+// `fetch_timeout`). The caller frees the outcome.
+iap_result iap_signin_callback(const iap_signin *signin,
+                               iap_str query,
+                               iap_str cookies,
+                               iap_str redirect_uri,
+                               iap_signin_outcome **outcome_out);
+
+// Opens the session a request carries (`cookies`: its `Cookie` values joined with `; `).
+// Outcome: ACTIVE (with the ID token to decide on), NONE or ENDED. May block for a token
+// refresh when the session's ID token is about to expire. The caller frees the outcome.
+iap_result iap_signin_session(const iap_signin *signin,
+                              iap_str cookies,
+                              iap_signin_outcome **outcome_out);
+
+// Signs out: REDIRECT to the provider's end-session endpoint (or to `post_logout_uri`), with
+// cookie clears. May block for discovery. The caller frees the outcome.
+iap_result iap_signin_sign_out(const iap_signin *signin,
+                               iap_str cookies,
+                               iap_str post_logout_uri,
+                               iap_signin_outcome **outcome_out);
+
+// Writes a view of `outcome` to `*view_out`. Does nothing when either pointer is NULL.
+void iap_signin_outcome_get(const iap_signin_outcome *outcome, iap_signin_outcome_view *view_out);
+
+// Frees an outcome (NULL is fine). Views of it become invalid.
+void iap_signin_outcome_free(iap_signin_outcome *outcome);
 
 #ifdef __cplusplus
 }  // extern "C"

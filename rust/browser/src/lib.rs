@@ -9,13 +9,19 @@
 //!   redirects.
 //! - [`session`]: the session a cookie holds, with absolute and idle lifetimes, split across
 //!   cookies small enough for every browser.
-//!
-//! Work in progress (issue 5): the token exchange and the Caddy handler come next.
+//! - [`cookies`]: reading our cookies and writing `Set-Cookie` values.
+//! - [`provider`]: the provider's endpoints, code exchange and refresh.
+//! - [`signin`]: [`SignIn`], the whole flow for one site, as the HTTP handler uses it.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cookies;
 pub mod flow;
 pub mod pkce;
+pub mod provider;
 pub mod seal;
 pub mod session;
+pub mod signin;
+
+pub use signin::{CallbackError, Redirect, SessionState, SignIn, SignInConfig};

@@ -25,16 +25,14 @@ pub struct Session {
     pub created_at: u64,
     /// When it was last used; the idle lifetime counts from here.
     pub seen_at: u64,
-    /// The access token the provider issued, used as the bearer token on every request.
-    pub access_token: String,
-    /// When that token expires (Unix seconds).
-    pub access_expires_at: u64,
+    /// The provider's ID token: every request is decided on it, with the same validator,
+    /// roles and permissions as a bearer token (audience: the gateway's client id).
+    pub id_token: String,
+    /// When that token expires (Unix seconds); it is refreshed shortly before.
+    pub id_expires_at: u64,
     /// The refresh token, when the provider issued one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
-    /// The ID token, kept as the `id_token_hint` for RP-initiated logout.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id_token: Option<String>,
 }
 
 /// Lifetimes of a session.
@@ -109,10 +107,9 @@ mod tests {
             sub: "alice".into(),
             created_at: 1000,
             seen_at: 1000,
-            access_token: "t".repeat(token_len),
-            access_expires_at: 1300,
+            id_token: "t".repeat(token_len),
+            id_expires_at: 1300,
             refresh_token: Some("r".into()),
-            id_token: None,
         }
     }
 

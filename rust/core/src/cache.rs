@@ -10,7 +10,7 @@ use std::sync::Arc;
 use quick_cache::sync::Cache;
 use ring::digest::{Context, SHA256};
 
-use crate::engine::Identity;
+use crate::engine::{Identity, TokenSource};
 
 /// A cached verification.
 #[derive(Debug, Clone)]
@@ -44,9 +44,12 @@ impl TokenCache {
     }
 
     /// The key for `token`.
-    pub(crate) fn key(&self, token: &[u8]) -> [u8; 32] {
+    pub(crate) fn key(&self, token: &[u8], source: TokenSource) -> [u8; 32] {
         let mut ctx = Context::new(&SHA256);
         ctx.update(&self.policy);
+        // A session's ID token and the same bytes sent as a bearer token are checked against
+        // different audiences, so they never share an entry.
+        ctx.update(&[source as u8]);
         ctx.update(token);
         let mut key = [0u8; 32];
         key.copy_from_slice(ctx.finish().as_ref());

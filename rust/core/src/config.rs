@@ -69,6 +69,11 @@ pub struct IssuerConfig {
     /// email is treated as absent for roles, headers and assertions, against "nOAuth").
     #[serde(default)]
     pub trust_unverified_email: bool,
+    /// The client id this gateway signs browsers in with (browser sign-in). ID tokens for it
+    /// are accepted only from a sealed session ([`crate::TokenSource::Session`]), never as
+    /// bearer tokens; `audiences` does not apply to them.
+    #[serde(default)]
+    pub login_client_id: Option<String>,
 }
 
 /// Where an issuer's verification keys come from.

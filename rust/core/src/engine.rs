@@ -43,16 +43,40 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// The presented token, if any.
     pub token: Option<&'a [u8]>,
+    /// Where the token came from.
+    pub source: TokenSource,
+}
+
+/// Where a token came from, which decides the audience it must carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenSource {
+    /// Presented by the caller (header or cookie): an access token for one of `audiences`.
+    #[default]
+    Bearer,
+    /// The ID token of a browser session this gateway sealed: its audience is the issuer's
+    /// `login_client_id`. Such tokens are never accepted as bearer tokens, and the two never
+    /// share a cache entry.
+    Session,
 }
 
 impl<'a> Request<'a> {
-    /// A request.
+    /// A request with a bearer token.
     pub fn new(method: &'a str, host: &'a str, path: &'a str, token: Option<&'a [u8]>) -> Self {
         Self {
             method,
             host,
             path,
             token,
+            source: TokenSource::Bearer,
+        }
+    }
+
+    /// A request carried by a browser session, decided on the session's ID token.
+    pub fn from_session(method: &'a str, host: &'a str, path: &'a str, id_token: &'a [u8]) -> Self {
+        Self {
+            source: TokenSource::Session,
+            ..Self::new(method, host, path, Some(id_token))
         }
     }
 }
@@ -152,6 +176,8 @@ struct Issuer {
     name: Arc<str>,
     algs: Vec<Alg>,
     policy: ClaimsPolicy,
+    /// For session ID tokens; `None` when browser sign-in is not configured for this issuer.
+    id_token_policy: Option<ClaimsPolicy>,
     keys: Arc<IssuerKeys>,
     trust_unverified_email: bool,
 }
@@ -280,7 +306,7 @@ impl Engine {
     /// Decides one request.
     pub fn decide(&self, req: &Request<'_>) -> Decision {
         let now = self.clock.now();
-        let (identity, cache_hit) = match self.authenticate(req.token, now) {
+        let (identity, cache_hit) = match self.authenticate(req.token, req.source, now) {
             Ok(v) => v,
             Err(e) => return self.deny(&e, None, false),
         };
@@ -331,8 +357,18 @@ impl Engine {
     /// are not HTTP (the PostgreSQL gateway), which apply their own grants to `roles`.
     /// A refusal comes back as the denying [`Decision`] (status, reason code, log reason).
     pub fn identify(&self, token: &[u8]) -> Result<Arc<Identity>, Decision> {
+        self.identify_from(token, TokenSource::Bearer)
+    }
+
+    /// [`Self::identify`] for a token from `source`: the browser sign-in checks a new ID token
+    /// with [`TokenSource::Session`] before sealing it into a session.
+    pub fn identify_from(
+        &self,
+        token: &[u8],
+        source: TokenSource,
+    ) -> Result<Arc<Identity>, Decision> {
         let now = self.clock.now();
-        match self.authenticate(Some(token), now) {
+        match self.authenticate(Some(token), source, now) {
             Ok((identity, _)) => Ok(identity),
             Err(e) => Err(self.deny(&e, None, false)),
         }
@@ -403,7 +439,12 @@ impl Engine {
         minter.mint(&identity, now).map(|m| m.token)
     }
 
-    fn authenticate(&self, token: Option<&[u8]>, now: u64) -> Result<(Arc<Identity>, bool), Error> {
+    fn authenticate(
+        &self,
+        token: Option<&[u8]>,
+        source: TokenSource,
+        now: u64,
+    ) -> Result<(Arc<Identity>, bool), Error> {
         let token = match token {
             Some(t) if !t.is_empty() => t,
             _ => return Err(Error::MissingToken),
@@ -415,7 +456,7 @@ impl Engine {
             }
             .into());
         }
-        let key = self.cache.key(token);
+        let key = self.cache.key(token, source);
         if let Some(entry) = self
             .cache
             .get(&key, now, |i| self.issuers[i].keys.current_epoch())
@@ -424,7 +465,7 @@ impl Engine {
             return Ok((entry.identity, true));
         }
         self.cache_misses.fetch_add(1, Ordering::Relaxed);
-        let (identity, issuer, epoch) = self.verify(token, now)?;
+        let (identity, issuer, epoch) = self.verify(token, source, now)?;
         let identity = Arc::new(identity);
         let valid_until = identity.expires_at;
         self.cache.insert(
@@ -441,7 +482,12 @@ impl Engine {
     }
 
     /// The uncached path: strict parse, issuer, key, signature, claims, roles.
-    fn verify(&self, token: &[u8], now: u64) -> Result<(Identity, usize, u64), Error> {
+    fn verify(
+        &self,
+        token: &[u8],
+        source: TokenSource,
+        now: u64,
+    ) -> Result<(Identity, usize, u64), Error> {
         let jws = parse_compact(token, self.max_token_bytes)?;
         let iss = claims::issuer(&jws.claims)?;
         let (index, issuer) = self
@@ -480,7 +526,14 @@ impl Engine {
         {
             return Err(TokenError::BadSignature.into());
         }
-        let checked = claims::check(&jws.claims, &issuer.policy, now)?;
+        let policy = match source {
+            TokenSource::Bearer => &issuer.policy,
+            TokenSource::Session => issuer
+                .id_token_policy
+                .as_ref()
+                .ok_or(TokenError::UnknownIssuer)?,
+        };
+        let checked = claims::check(&jws.claims, policy, now)?;
         let mut claims = jws.claims;
         // "nOAuth": where users can set their own email, an unverified one proves nothing. It
         // is treated as absent for roles, headers and the assertion unless the issuer is
@@ -634,6 +687,17 @@ fn compile_issuer(
         leeway: ic.leeway_secs.unwrap_or(60),
         max_lifetime: ic.max_lifetime_secs.unwrap_or(86_400),
     };
+    let id_token_policy = match ic.login_client_id.as_deref() {
+        None => None,
+        Some("") => {
+            return Err(ConfigError::new(at("login_client_id"), "must not be empty"));
+        }
+        Some(client_id) => Some(ClaimsPolicy {
+            audiences: vec![client_id.to_owned()],
+            leeway: policy.leeway,
+            max_lifetime: policy.max_lifetime,
+        }),
+    };
     for (field, value) in [
         ("kid_miss_cooldown", ic.kid_miss_cooldown_secs),
         ("refresh_min", ic.refresh_min_secs),
@@ -704,6 +768,7 @@ fn compile_issuer(
         name: ic.issuer.as_str().into(),
         algs,
         policy,
+        id_token_policy,
         keys: Arc::new(keys),
     })
 }

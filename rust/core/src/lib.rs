@@ -27,6 +27,7 @@ mod keyset;
 mod path;
 mod permissions;
 mod roles;
+mod secret;
 
 pub use alg::Alg;
 pub use assertion::generate_signing_key;
@@ -35,9 +36,10 @@ pub use config::{
     AllowRule, AssertionConfig, CacheConfig, ClaimCondition, ClaimOp, Config, HeaderNames,
     IssuerConfig, KeySource, RoleRule,
 };
-pub use engine::{Decision, Engine, EngineStats, Identity, Request};
+pub use engine::{Decision, Engine, EngineStats, Identity, Request, TokenSource};
 pub use error::{ConfigError, Denial, Error, ReasonCode, TokenError};
 pub use fetch::{FetchError, HttpFetcher, KeyFetcher, check_url};
+pub use secret::read_secret;
 
 /// Test-only knobs and internals exposed for integration tests, fuzzing and benchmarks.
 /// Not part of the stable API.

@@ -125,27 +125,7 @@ fn read_secret(
     field: &'static str,
     what: &str,
 ) -> Result<Zeroizing<String>, ConfigError> {
-    let text = match (env, file) {
-        (Some(_), Some(_)) => {
-            return Err(err(
-                field,
-                format!("set the {what} by env or by file, not both"),
-            ));
-        }
-        (Some(var), None) => {
-            std::env::var(var).map_err(|_| err(field, format!("${var} is not set")))?
-        }
-        (None, Some(path)) => {
-            std::fs::read_to_string(path).map_err(|e| err(field, format!("reading {path}: {e}")))?
-        }
-        (None, None) => return Err(err(field, format!("no {what}"))),
-    };
-    let text = Zeroizing::new(text);
-    let trimmed = Zeroizing::new(text.trim().to_owned());
-    if trimmed.is_empty() {
-        return Err(err(field, format!("the {what} is empty")));
-    }
-    Ok(trimmed)
+    caddy_iap_core::read_secret(env.as_deref(), file.as_deref(), what).map_err(|e| err(field, e))
 }
 
 impl CosmosConfig {

@@ -45,6 +45,7 @@ fn bench(c: &mut Criterion) {
         host: iap_str::new(b"api.example.com"),
         path: iap_str::new(b"/items/1"),
         token: iap_str::new(token.as_bytes()),
+        session: false,
     };
     c.bench_function("ffi/decide_view_free_cached", |b| {
         b.iter(|| {

@@ -53,6 +53,9 @@ pub struct iap_request<'a> {
     pub path: iap_str<'a>,
     /// The presented token; `len == 0` when none was presented.
     pub token: iap_str<'a>,
+    /// `token` is a session's ID token (from [`crate::iap_signin_session`]), not a bearer
+    /// token.
+    pub session: bool,
 }
 
 /// Counters read at metrics scrape time.
@@ -151,7 +154,11 @@ pub extern "C" fn iap_engine_decide(
             return iap_result::NullParameter;
         };
         let token = (!token.is_empty()).then_some(token);
-        let decision = engine.engine.decide(&Request::new(method, host, path, token));
+        let request = match token {
+            Some(t) if req.session => Request::from_session(method, host, path, t),
+            _ => Request::new(method, host, path, token),
+        };
+        let decision = engine.engine.decide(&request);
         let boxed = box_into_ptr(DecisionBox::new(decision, engine));
         // SAFETY: checked non-NULL above.
         unsafe { write_out(decision_out, boxed) };

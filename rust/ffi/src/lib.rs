@@ -27,6 +27,7 @@ mod error;
 mod ffi;
 mod gateway;
 mod postgres;
+mod signin;
 mod slice;
 
 pub use cosmos::{
@@ -45,6 +46,11 @@ pub use postgres::{
     iap_pg_gateway_stats, iap_pg_gateway_sweep, iap_pg_login, iap_pg_login_free, iap_pg_login_get,
     iap_pg_login_request, iap_pg_login_view, iap_pg_stats, iap_pg_sweep, iap_pg_sweep_free,
     iap_pg_sweep_get, iap_pg_sweep_view,
+};
+pub use signin::{
+    iap_signin, iap_signin_begin, iap_signin_callback, iap_signin_free, iap_signin_kind,
+    iap_signin_new, iap_signin_outcome, iap_signin_outcome_free, iap_signin_outcome_get,
+    iap_signin_outcome_view, iap_signin_session, iap_signin_sign_out,
 };
 pub use slice::{iap_header, iap_str};
 

@@ -74,6 +74,8 @@ pub struct iap_pg_login_request<'a> {
     pub database: iap_str<'a>,
     /// Mint a new password even if a cached one is still valid.
     pub fresh: bool,
+    /// `token` is a browser session's ID token (from `iap_signin_session`), not a bearer token.
+    pub session: bool,
 }
 
 /// The outcome of one login. Opaque; read with [`iap_pg_login_get`], free with
@@ -187,10 +189,11 @@ pub extern "C" fn iap_pg_gateway_login(
         let (Some(user), Some(database)) = (text(req.user), text(req.database)) else {
             return iap_result::InvalidParameter;
         };
-        let result = gw.gateway.login(
-            &gw.engine.engine,
-            &LoginRequest::new(token, user, database, req.fresh),
-        );
+        let mut request = LoginRequest::new(token, user, database, req.fresh);
+        if req.session {
+            request = request.from_session();
+        }
+        let result = gw.gateway.login(&gw.engine.engine, &request);
         let boxed = box_into_ptr::<LoginBox, iap_pg_login>(LoginBox::new(result));
         // SAFETY: checked non-NULL above.
         unsafe { write_out(login_out, boxed) };

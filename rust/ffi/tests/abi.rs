@@ -60,6 +60,7 @@ fn decide(
         host: iap_str::new(b"api.example.com"),
         path: iap_str::new(path.as_bytes()),
         token: iap_str::new(token.as_bytes()),
+        session: false,
     };
     let mut decision = ptr::null_mut();
     assert_eq!(
@@ -186,6 +187,7 @@ fn null_arguments_are_refused_not_dereferenced() {
         host: iap_str::new(b"h"),
         path: iap_str::new(&[0xff, 0xfe]),
         token: iap_str::new(b""),
+        session: false,
     };
     assert_eq!(
         iap_engine_decide(engine, &bad, &mut decision),

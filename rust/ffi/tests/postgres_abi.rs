@@ -48,6 +48,7 @@ fn login(
         user: iap_str::new(b""),
         database: iap_str::new(b"app"),
         fresh: false,
+        session: false,
     };
     let mut out = ptr::null_mut();
     assert_eq!(iap_pg_gateway_login(gw, &req, &mut out), iap_result::Ok);

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use caddy_iap_core::{Engine, Identity};
+use caddy_iap_core::{Engine, Identity, TokenSource};
 
 use crate::config::{ConfigError, OnExpiry, Policy, PolicyConfig};
 use crate::provisioner::{
@@ -22,6 +22,9 @@ pub struct LoginRequest<'a> {
     pub database: &'a str,
     /// Mint a new password even if a cached one is valid.
     pub fresh: bool,
+    /// Where `token` came from: a browser session's ID token (the access page) or a bearer
+    /// token (a client's password, the credentials endpoint).
+    pub source: TokenSource,
 }
 
 impl<'a> LoginRequest<'a> {
@@ -32,6 +35,15 @@ impl<'a> LoginRequest<'a> {
             user,
             database,
             fresh,
+            source: TokenSource::Bearer,
+        }
+    }
+
+    /// The same request for a browser session's ID token.
+    pub fn from_session(self) -> Self {
+        Self {
+            source: TokenSource::Session,
+            ..self
         }
     }
 }
@@ -81,7 +93,7 @@ impl Gateway {
     /// Verifies the token with `engine`, maps its roles through the policy's grants, and
     /// provisions or re-uses the identity's login role.
     pub fn login(&self, engine: &Engine, req: &LoginRequest<'_>) -> Result<Login, Refusal> {
-        let identity = engine.identify(req.token).map_err(|d| {
+        let identity = engine.identify_from(req.token, req.source).map_err(|d| {
             let (sqlstate, client_message) = match d.status() {
                 503 => (
                     "08006",
