@@ -43,6 +43,16 @@ import (
 //	    max_token_size <bytes>
 //	    audit
 //	    postgres_credentials [<path>] { <iap_postgres policy> connect <host:port> }
+//	    login {
+//	        client_id <id>
+//	        client_secret_env <VAR> | client_secret_file <path>
+//	        issuer <issuer-url>
+//	        scopes <scope> [<scope>...]
+//	        cookie_name <name>
+//	        session_lifetime|idle_timeout <duration>
+//	        path <path>
+//	        redirect_url <url>
+//	    }
 //	}
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	m := new(Handler)
@@ -188,6 +198,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Audit = true
 
+		case "login":
+			if h.Login != nil {
+				return d.Err("login is configured twice")
+			}
+			l, err := parseLogin(d)
+			if err != nil {
+				return err
+			}
+			h.Login = l
+
 		case "postgres_credentials":
 			if h.PostgresCredentials != nil {
 				return d.Err("postgres_credentials is configured twice")
@@ -205,6 +225,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 	if len(h.Issuers) == 0 {
 		return errAt(directive, "iap: at least one issuer is required")
+	}
+	if h.Login != nil {
+		if err := h.Login.validate(h.Issuers); err != nil {
+			return errAt(directive, "iap: login: %v", err)
+		}
 	}
 	if h.JWKSPath != "" && h.Assertion == nil {
 		return errAt(directive, "iap: jwks_path needs an assertion block (there are no keys to publish)")

@@ -33,6 +33,7 @@ type (
 		RefreshMaxSecs       *uint64  `json:"refresh_max_secs,omitempty"`
 		FetchTimeoutMS       *uint64  `json:"fetch_timeout_ms,omitempty"`
 		TrustUnverifiedEmail bool     `json:"trust_unverified_email,omitempty"`
+		LoginClientID        string   `json:"login_client_id,omitempty"`
 	}
 	engineRole struct {
 		Role string           `json:"role"`
@@ -82,6 +83,17 @@ func (h *Handler) engineJSON(readFile func(string) ([]byte, error), signingKeys 
 			TTLSecs:     ceilUnit(a.TTL, time.Second),
 			Header:      a.Header,
 			SigningKeys: signingKeys,
+		}
+	}
+	if l := h.Login; l != nil {
+		iss, err := l.issuer(h.Issuers)
+		if err != nil {
+			return nil, fmt.Errorf("login: %w", err)
+		}
+		for i := range cfg.Issuers {
+			if cfg.Issuers[i].Issuer == iss {
+				cfg.Issuers[i].LoginClientID = l.ClientID
+			}
 		}
 	}
 	if n := h.Headers; n != nil {

@@ -57,6 +57,15 @@ func (c *PostgresCredentials) validate() error {
 	return c.Postgres.validate()
 }
 
+// sslmode is what the psql command on the access page asks for: require when the gateway
+// reaches the database over TLS, prefer otherwise (it still takes TLS where offered).
+func (c *PostgresCredentials) sslmode() string {
+	if up, err := c.Postgres.upstreamConfig(); err == nil && up.TLSConfig != nil {
+		return "require"
+	}
+	return "prefer"
+}
+
 // connectAddress is where clients are sent: the configured host and port, else the upstream's.
 func (c *PostgresCredentials) connectAddress() (string, int, error) {
 	up, err := c.Postgres.upstreamConfig()
@@ -92,7 +101,7 @@ func (h *Handler) serveCredentials(w http.ResponseWriter, r *http.Request, token
 		return caddyhttp.Error(http.StatusUnauthorized, errors.New("iap: no token"))
 	}
 
-	l, err := h.pgGateway.login(token, "", dbname, false)
+	l, err := h.pgGateway.login(token, "", dbname, false, false)
 	if err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}

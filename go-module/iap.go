@@ -70,6 +70,23 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			cmp.Or(time.Duration(c.Postgres.JanitorInterval), defaultJanitorInterval))
 	}
 
+	if l := h.Login; l != nil {
+		keys, err := loadOrCreateKeys(ctx, ctx.Storage(), cookieKeyStorageKey, "iap_login_cookie_keys", newCookieKey)
+		if err != nil {
+			return fmt.Errorf("login cookie keys: %w", err)
+		}
+		cfg, err := l.signInJSON(h.Issuers, keys)
+		if err != nil {
+			return fmt.Errorf("login: %w", err)
+		}
+		s, err := ffi.NewSignIn(eng, cfg)
+		clear(cfg) // it held the cookie keys
+		if err != nil {
+			return fmt.Errorf("login: %w", err)
+		}
+		h.signIn = s
+	}
+
 	// The headers the engine owns, stripped from every request before anything else.
 	h.owned = eng.OwnedHeaders()
 	h.engine = eng

@@ -2,6 +2,7 @@ package caddyiap
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -32,15 +33,27 @@ func signingKeyLockName(alg string) string {
 // loadOrCreateSigningKeys returns the keys for alg from storage (the first signs), generating
 // and storing one with generate if there is none yet. Key bytes never appear in errors.
 func loadOrCreateSigningKeys(ctx context.Context, st certmagic.Storage, alg string, generate func(alg string) (string, error)) ([]string, error) {
+	return loadOrCreateKeys(ctx, st, signingKeyStorageKey(alg), signingKeyLockName(alg), func() (string, error) {
+		k, err := generate(alg)
+		if err != nil {
+			return "", fmt.Errorf("generating %s signing key: %w", alg, err)
+		}
+		return k, nil
+	})
+}
+
+// loadOrCreateKeys returns the keys (base64, one a line, newest first) stored under key,
+// generating and storing one with generate, under the storage lock named lock, if there are
+// none yet: two instances starting together agree on one key. Key bytes never appear in
+// errors.
+func loadOrCreateKeys(ctx context.Context, st certmagic.Storage, key, lock string, generate func() (string, error)) ([]string, error) {
 	if st == nil {
 		return nil, errors.New("no storage configured")
 	}
-	key := signingKeyStorageKey(alg)
 	if k, err := loadSigningKeys(ctx, st, key); err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return k, err
 	}
 
-	lock := signingKeyLockName(alg)
 	if err := st.Lock(ctx, lock); err != nil {
 		return nil, fmt.Errorf("locking %s in storage: %w", lock, err)
 	}
@@ -53,14 +66,23 @@ func loadOrCreateSigningKeys(ctx context.Context, st certmagic.Storage, alg stri
 	if k, err := loadSigningKeys(ctx, st, key); err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return k, err
 	}
-	k, err := generate(alg)
+	k, err := generate()
 	if err != nil {
-		return nil, fmt.Errorf("generating %s signing key: %w", alg, err)
+		return nil, err
 	}
 	if err := st.Store(ctx, key, []byte(k+"\n")); err != nil {
 		return nil, fmt.Errorf("storing %s: %w", key, err)
 	}
 	return []string{k}, nil
+}
+
+// newCookieKey is a fresh random 32-byte session cookie key, base64.
+func newCookieKey() (string, error) {
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return "", fmt.Errorf("generating a cookie key: %w", err)
+	}
+	return base64.StdEncoding.EncodeToString(k), nil
 }
 
 // loadSigningKeys reads and checks the stored keys, one per line. A missing file is
@@ -80,7 +102,7 @@ func loadSigningKeys(ctx context.Context, st certmagic.Storage, key string) ([]s
 			continue
 		}
 		if !isBase64(k) {
-			return nil, fmt.Errorf("%s in storage, line %d, is not base64 PKCS#8; fix or remove it", key, i+1)
+			return nil, fmt.Errorf("%s in storage, line %d, is not base64; fix or remove it", key, i+1)
 		}
 		keys = append(keys, k)
 	}

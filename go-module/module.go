@@ -107,6 +107,10 @@ type Handler struct {
 	// login minted for the caller's roles. Off when absent.
 	PostgresCredentials *PostgresCredentials `json:"postgres_credentials,omitempty"`
 
+	// Browser sign-in: requests without a bearer token are decided on a session cookie,
+	// and browsers without one are sent to the identity provider. Off when absent.
+	Login *Login `json:"login,omitempty"`
+
 	logger   *zap.Logger
 	engine   engine        // the Rust engine; nil until provisioned
 	metrics  *metrics      // never nil once provisioned
@@ -117,6 +121,9 @@ type Handler struct {
 	pgGateway pgGateway // the PostgreSQL gateway, when postgres_credentials is set
 	credsPath string    // effective credentials path; empty when not served
 	janitor   *janitor  // sweeps the gateway's expired roles
+
+	signIn    signIn // the browser sign-in, when login is set
+	loginPath string // effective login path; empty when login is off
 }
 
 // Issuer is one trusted token issuer and how to get its verification keys. Keys come from
@@ -317,6 +324,11 @@ func (h *Handler) Validate() error {
 	if err := h.validateCredentialGrants(); err != nil {
 		return err
 	}
+	if h.Login != nil {
+		if err := h.Login.validate(h.Issuers); err != nil {
+			return fmt.Errorf("login: %w", err)
+		}
+	}
 	if h.CacheSize != nil && *h.CacheSize < 0 {
 		return fmt.Errorf("cache_size: %d is negative", *h.CacheSize)
 	}
@@ -334,6 +346,9 @@ func (h *Handler) Validate() error {
 // works after a failed Provision and when called twice.
 func (h *Handler) Cleanup() error {
 	h.janitor.Stop()
+	if h.signIn != nil {
+		h.signIn.Close()
+	}
 	if h.engine == nil {
 		return nil
 	}
@@ -356,6 +371,10 @@ func (h *Handler) setDefaults() {
 	h.credsPath = ""
 	if c := h.PostgresCredentials; c != nil {
 		h.credsPath = cmp.Or(c.Path, DefaultCredentialsPath)
+	}
+	h.loginPath = ""
+	if h.Login != nil {
+		h.loginPath = h.Login.path()
 	}
 }
 

@@ -140,7 +140,9 @@ func (p *PostgresPolicy) gatewayConfig() map[string]any {
 
 // pgGateway is the Rust gateway as the handler uses it (internal/ffi.PgGateway).
 type pgGateway interface {
-	login(token, user, database string, fresh bool) (pgLogin, error)
+	// login mints a database login for token; session marks it as a browser session's
+	// ID token rather than a bearer token.
+	login(token, user, database string, fresh, session bool) (pgLogin, error)
 	sweep() (pgSweep, error)
 }
 
@@ -305,7 +307,7 @@ func (a authenticator) Authenticate(_ context.Context, token string, s *pgfront.
 	if a.gateway == nil {
 		return nil, &pgfront.Refusal{SQLState: "28000", Message: "this caddy-iap route does not accept logins"}
 	}
-	l, err := a.gateway.login(token, s.Startup.User, s.Startup.Database, fresh)
+	l, err := a.gateway.login(token, s.Startup.User, s.Startup.Database, fresh, false)
 	if err != nil {
 		return nil, err
 	}

@@ -65,8 +65,8 @@ func (h *PostgresHandler) Provision(ctx caddy.Context) error {
 // ffiGateway adapts ffi.PgGateway to the handler's interface.
 type ffiGateway struct{ g *ffi.PgGateway }
 
-func (f ffiGateway) login(token, user, database string, fresh bool) (pgLogin, error) {
-	l, err := f.g.Login(token, user, database, fresh)
+func (f ffiGateway) login(token, user, database string, fresh, session bool) (pgLogin, error) {
+	l, err := f.g.Login(token, user, database, fresh, session)
 	return pgLogin{
 		OK: l.OK, SQLState: l.SQLState, ClientMessage: l.ClientMessage, Reason: l.LogReason,
 		Role: l.Role, Password: l.Password, Outcome: l.Outcome,

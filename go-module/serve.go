@@ -43,6 +43,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// the headers it names after this handler has set them.
 	scrubConnection(r.Header, h.owned)
 
+	// The sign-in's cookies are ours: taken off the request before anything can pass it on.
+	var cookies string
+	if h.signIn != nil {
+		cookies = h.sessionCookies(r)
+		if strings.HasPrefix(r.URL.Path, h.loginPath+"/") {
+			return h.serveLoginPage(w, r, cookies)
+		}
+	}
+
 	token, err := h.token(r)
 	if err != nil {
 		h.metrics.decision(resultDeny, ffi.ReasonBadRequest.String(), 0)
@@ -64,6 +73,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	req := ffi.Request{Method: r.Method, Host: r.Host, Path: r.URL.EscapedPath(), Token: token}
+	if token == "" && h.signIn != nil {
+		// No bearer token: a browser, decided on its session.
+		if ok, err := h.session(w, r, cookies, &req); !ok {
+			return err
+		}
+	}
 	start := time.Now()
 	d, err := h.engine.Decide(&req)
 	took := time.Since(start)
@@ -85,6 +100,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	if !d.Allowed {
 		h.metrics.decision(resultDeny, d.ReasonLabel(), took)
+		if req.Session && d.Status == http.StatusUnauthorized {
+			// The session's ID token no longer passes (its issuer's keys changed, say): sign
+			// in again rather than show a browser a bearer-token challenge.
+			return h.signInRequired(w, r)
+		}
+		if req.Session && isNavigation(r) {
+			// A signed-in person, not a client: a page saying who they are and what to do.
+			return h.accessDenied(w, r, &d)
+		}
 		return h.deny(w, &d)
 	}
 	h.metrics.decision(resultAllow, d.ReasonLabel(), took)

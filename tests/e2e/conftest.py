@@ -2,17 +2,27 @@
 
 - `idp`: one OpenID provider (tests/idp/server.mjs) for the whole session, keys RS256 (signs by
   default) + ES256. Never restart or stop it in a test: use `idp_factory` for that.
-- `idp_factory(*key_specs)`: a fresh IdP per call, for tests that rotate keys or stop the IdP.
+- `idp_factory(*key_specs, clients=None, users=None, start=True)`: a fresh IdP per call, for tests
+  that rotate keys, stop the IdP, or need their own clients (a browser client with the redirect
+  URI of their gateway: iaplib.browser_client) or users (default iaplib.USERS).
 - `upstream`: a recording HTTP server; `upstream.requests` is everything it received.
 - `caddy(iap_config, ...)`: a started `bin/caddy run` whose site is `iap { iap_config }` in front
   of the upstream; `.reload(new_iap_config)`. Fails (never skips) when bin/caddy is missing.
+- `browser`: one headless Chromium for the session (Debian's `chromium` driven by Playwright;
+  $IAP_CHROMIUM overrides the path). Fails (never skips) when it is missing.
+- `browser_context`: a fresh context per test (no cookies), HTTPS errors ignored (Caddy's internal
+  CA and the tests' self-signed certificates); `page`: a page in it. iaplib.sign_in(page, user,
+  password) fills in the IdP's login form.
+- `artifacts_dir`: tests/artifacts/<test>/ for screenshots (kept for every test of the last run).
 
 On a failing test the logs of every process it started (Caddyfile, caddy stdout, caddy.log,
-IdP log) are attached to the report and copied to tests/artifacts/<test>/.
+IdP log) are attached to the report and copied to tests/artifacts/<test>/, with a screenshot of
+its `page` if it has one.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -33,15 +43,28 @@ def pytest_sessionstart(session):
 def pytest_runtest_makereport(item, call):
     rep = yield
     if rep.failed and rep.when in ("setup", "call"):
+        page = item.funcargs.get("page") if hasattr(item, "funcargs") else None
+        if page is not None:
+            try:
+                shot = artifacts_path(item) / "failure.png"
+                page.screenshot(path=str(shot), full_page=True)
+                rep.sections.append(("browser", f"at {page.url}, screenshot {shot}"))
+            except Exception as exc:  # noqa: BLE001 - the page may be gone; the report matters more
+                rep.sections.append(("browser", f"no screenshot: {exc}"))
         paths = item.stash.get(LOGS, [])
         if paths:
-            dest = ARTIFACTS / re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid)
-            dest.mkdir(parents=True, exist_ok=True)
+            dest = artifacts_path(item)
             for p in dict.fromkeys(paths):
                 rep.sections.append((f"log {p.name} ({p})", tail(p)))
                 if p.exists():
                     shutil.copy(p, dest / f"{p.parent.name}-{p.name}")
     return rep
+
+
+def artifacts_path(item) -> Path:
+    dest = ARTIFACTS / re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid)
+    dest.mkdir(parents=True, exist_ok=True)
+    return dest
 
 
 @pytest.fixture(scope="session")
@@ -72,11 +95,12 @@ def idp(_session_idp, request):
 def idp_factory(tmp_path, request):
     started: list[IdP] = []
 
-    def make(*key_specs: str, start: bool = True, name: str | None = None) -> IdP:
+    def make(*key_specs: str, start: bool = True, name: str | None = None,
+             clients: dict[str, dict] | None = None, users: dict[str, dict] | None = None) -> IdP:
         name = name or f"idp{len(started) + 1}"
         keys = tmp_path / f"{name}-keys-1.json"
         make_keys(keys, *(key_specs or ("RS256",)))
-        inst = IdP(tmp_path / name, keys, name=name)
+        inst = IdP(tmp_path / name, keys, clients=clients, name=name, users=users)
         started.append(inst)
         _register_logs(request, inst.log_path)
         if start:
@@ -119,3 +143,41 @@ def caddy(tmp_path, upstream, request):
     yield make
     for inst in started:
         inst.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Browser (Playwright driving Debian's chromium; `playwright install` is never needed)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright  # only the browser tests need it
+
+    path = os.environ.get("IAP_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.fail("no chromium: `apt-get install chromium` (or set IAP_CHROMIUM)", pytrace=False)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=path, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def browser_context(browser):
+    ctx = browser.new_context(ignore_https_errors=True)
+    ctx.set_default_timeout(15_000)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def page(browser_context):
+    return browser_context.new_page()
+
+
+@pytest.fixture
+def artifacts_dir(request) -> Path:
+    """tests/artifacts/<test>/ for screenshots; its path is printed (shown with -s or on failure)."""
+    dest = artifacts_path(request.node)
+    print(f"artifacts: {dest}")
+    return dest

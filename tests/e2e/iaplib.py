@@ -97,6 +97,49 @@ CLIENTS: dict[str, dict] = {
 }
 
 
+# People who sign in on the IdP's login form (browser sign-in); the user name is the sub.
+# alice: email verified, groups and roles; bob: no roles, unverified email.
+USERS: dict[str, dict] = {
+    "alice": {
+        "password": "alice-password",
+        "claims": {
+            "email": "alice@example.com",
+            "email_verified": True,
+            "name": "Alice Adams",
+            "groups": ["staff", "admins"],
+            "roles": ["editor", "viewer"],
+        },
+    },
+    "bob": {
+        "password": "bob-password",
+        "claims": {"email": "bob@example.com", "email_verified": False, "name": "Bob Brown", "groups": ["guests"]},
+    },
+}
+
+
+def browser_client(redirect_uris: list[str], post_logout_redirect_uris: list[str] = (), secret: str = "gateway-secret",
+                   refresh: bool = True, **extra) -> dict:
+    """A clients-file entry for a browser sign-in client (authorization code + PKCE S256), e.g.
+    IdP(..., clients={**CLIENTS, "gateway": browser_client([f"https://127.0.0.1:{port}/.iap/callback"])}).
+    extra: id_token_ttl, access_token_ttl, token_endpoint_auth_method, scope."""
+    return {
+        "client_secret": secret,
+        "grant_types": ["authorization_code", *(["refresh_token"] if refresh else [])],
+        "redirect_uris": list(redirect_uris),
+        "post_logout_redirect_uris": list(post_logout_redirect_uris),
+        **extra,
+    }
+
+
+def sign_in(page, username: str, password: str) -> None:
+    """Fills in and submits the IdP's login form (the page must be showing it)."""
+    page.wait_for_selector("#username")
+    assert page.title() == "Sign in", f"not the IdP's login form: {page.title()!r} at {page.url}"
+    page.fill("#username", username)
+    page.fill("#password", password)
+    page.click("#sign-in")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -188,24 +231,19 @@ def write_jwks(path: Path, keys: list[dict]) -> Path:
 class IdP:
     """tests/idp/server.mjs on its own port; restartable on the same port with new keys."""
 
-    def __init__(self, workdir: Path, keys_file: Path, clients: dict[str, dict] | None = None, name: str = "idp"):
+    def __init__(self, workdir: Path, keys_file: Path, clients: dict[str, dict] | None = None, name: str = "idp",
+                 users: dict[str, dict] | None = None):
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.port = free_port()
         self.issuer = f"http://127.0.0.1:{self.port}"
         self.keys_file = keys_file
+        # Written at every start, so a test may add a client (e.g. with a redirect URI whose port it
+        # only learnt later) to .clients before starting or restarting.
         self.clients = clients if clients is not None else CLIENTS
+        self.users = users if users is not None else USERS
         self.clients_file = workdir / f"{name}-clients.json"
-        self.clients_file.write_text(
-            json.dumps(
-                {
-                    "scopes": ["items:read", "items:write"],
-                    "clients": [{"client_id": cid, **cfg} for cid, cfg in self.clients.items()],
-                },
-                indent=2,
-            )
-        )
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen | None = None
         self._log_file = None
@@ -219,6 +257,16 @@ class IdP:
         if not (IDP_DIR / "node_modules" / "oidc-provider").is_dir():
             pytest.fail(f"{IDP_DIR}/node_modules is missing: run `npm ci` in tests/idp (tests/run-e2e.sh does it)")
         self.starts += 1
+        self.clients_file.write_text(
+            json.dumps(
+                {
+                    "scopes": ["items:read", "items:write"],
+                    "clients": [{"client_id": cid, **cfg} for cid, cfg in self.clients.items()],
+                    "users": self.users,
+                },
+                indent=2,
+            )
+        )
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._log_file.write(f"---- start #{self.starts} keys={self.keys_file}\n".encode())
         self._log_file.flush()
@@ -301,6 +349,9 @@ class IdP:
 
     def jwks(self) -> dict:
         return requests.get(f"{self.issuer}/jwks", timeout=5).json()
+
+    def discovery(self) -> dict:
+        return requests.get(f"{self.issuer}/.well-known/openid-configuration", timeout=5).json()
 
 
 # --------------------------------------------------------------------------------------------

@@ -156,10 +156,11 @@ func (e *Engine) Decide(req *Request) (Decision, error) {
 	var pin runtime.Pinner
 	defer pin.Unpin()
 	creq := C.iap_request{
-		method: borrow(&pin, req.Method),
-		host:   borrow(&pin, req.Host),
-		path:   borrow(&pin, req.Path),
-		token:  borrow(&pin, req.Token),
+		method:  borrow(&pin, req.Method),
+		host:    borrow(&pin, req.Host),
+		path:    borrow(&pin, req.Path),
+		token:   borrow(&pin, req.Token),
+		session: C.bool(req.Session),
 	}
 	var cdec *C.iap_decision
 	res := C.iap_engine_decide(e.ptr(), &creq, &cdec)

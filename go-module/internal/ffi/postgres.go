@@ -86,7 +86,7 @@ type PgLogin struct {
 // Login exchanges a token for a database login. user and database are the client's startup
 // parameters. fresh forces a new password. Blocks for the database round trips it needs
 // (none when a cached credential is reused), bounded by the policy's timeouts.
-func (g *PgGateway) Login(token, user, database string, fresh bool) (PgLogin, error) {
+func (g *PgGateway) Login(token, user, database string, fresh, session bool) (PgLogin, error) {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	if g.p == nil {
@@ -99,6 +99,7 @@ func (g *PgGateway) Login(token, user, database string, fresh bool) (PgLogin, er
 		user:     borrow(&pin, user),
 		database: borrow(&pin, database),
 		fresh:    C.bool(fresh),
+		session:  C.bool(session),
 	}
 	var out *C.iap_pg_login
 	res := C.iap_pg_gateway_login(g.p, &req, &out)

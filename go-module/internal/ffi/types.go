@@ -23,6 +23,9 @@ type Request struct {
 	Path string
 	// Token is the presented token; empty when none was presented.
 	Token string
+	// Session marks Token as a browser session's ID token (SignInOutcome.IDToken), checked
+	// against the sign-in's client id instead of the bearer audiences.
+	Session bool
 }
 
 // Header is one header the engine wants set on the upstream request.
@@ -203,4 +206,41 @@ func (e *Error) Error() string {
 		return e.Op + ": " + e.Message
 	}
 	return e.Op + ": " + e.Code.String()
+}
+
+// SignInKind says what a sign-in outcome asks of the handler.
+type SignInKind int
+
+// The kinds of sign-in outcome (iap_signin_kind).
+const (
+	// SignInRedirect: redirect the browser to Location (302), setting SetCookies.
+	SignInRedirect SignInKind = iota
+	// SignInError: show an error page (Status, Message, a retry link to Location).
+	SignInError
+	// SignInActive: a live session; decide on IDToken with Request.Session set.
+	SignInActive
+	// SignInNone: the request carries no session.
+	SignInNone
+	// SignInEnded: the session cannot be used (Reason); sign in again, clearing cookies.
+	SignInEnded
+)
+
+// SignInOutcome is the result of one sign-in call, copied out of Rust memory. It never holds
+// a secret except IDToken, which must not be logged or forwarded.
+type SignInOutcome struct {
+	Kind SignInKind
+	// Status is the error page's HTTP status (SignInError).
+	Status int
+	// Location is the redirect target, or the error page's retry link.
+	Location string
+	// Message is one sentence for the error page.
+	Message string
+	// Reason is for the log.
+	Reason string
+	// IDToken is the session's ID token (SignInActive). Secret.
+	IDToken string
+	// ExpiresAt is when the session ends (Unix seconds).
+	ExpiresAt uint64
+	// SetCookies are Set-Cookie header values to send, in order.
+	SetCookies []string
 }

@@ -1,0 +1,129 @@
+package ffi
+
+/*
+#include <stdint.h>
+#include <stdlib.h>
+#include "caddy_iap.h"
+*/
+import "C"
+
+import (
+	"cmp"
+	"runtime"
+	"sync"
+	"unsafe"
+)
+
+// SignIn is a site's browser sign-in (rust/browser): the redirect to the identity provider,
+// the callback, sealed session cookies and sign-out. It uses an Engine to validate ID tokens.
+// Safe for concurrent use; the same lifetime rules as Engine apply.
+type SignIn struct {
+	mu      sync.RWMutex
+	p       *C.iap_signin // nil once closed
+	cleanup runtime.Cleanup
+}
+
+// NewSignIn builds a sign-in from its JSON config (rust/browser/src/signin.rs SignInConfig,
+// with the client secret and cookie keys resolved) on top of engine. No network I/O.
+func NewSignIn(engine *Engine, configJSON []byte) (*SignIn, error) {
+	engine.mu.RLock()
+	defer engine.mu.RUnlock()
+	if engine.p == nil {
+		return nil, ErrClosed
+	}
+	var p *C.iap_signin
+	err := callNew("iap_signin_new", func(buf *C.uint8_t, n C.size_t, written *C.size_t) C.iap_result {
+		return C.iap_signin_new(engine.ptr(), (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(configJSON))), C.size_t(len(configJSON)),
+			buf, n, written, &p)
+	})
+	runtime.KeepAlive(engine)
+	runtime.KeepAlive(configJSON)
+	if err != nil || p == nil {
+		return nil, cmp.Or(err, error(&Error{Op: "iap_signin_new", Code: ResultInvalidConfig}))
+	}
+	s := &SignIn{p: p}
+	s.cleanup = runtime.AddCleanup(s, func(p *C.iap_signin) { C.iap_signin_free(p) }, p)
+	return s, nil
+}
+
+// Close frees the sign-in after calls in flight have returned.
+func (s *SignIn) Close() {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.p == nil {
+		return
+	}
+	s.cleanup.Stop()
+	C.iap_signin_free(s.p)
+	s.p = nil
+}
+
+// Begin starts a sign-in for a browser that asked for returnTo: a redirect to the provider
+// with a login cookie, or an error outcome when the provider cannot be reached.
+func (s *SignIn) Begin(returnTo, redirectURI string) (SignInOutcome, error) {
+	return s.call("iap_signin_begin", func(p *C.iap_signin, pin *runtime.Pinner, out **C.iap_signin_outcome) C.iap_result {
+		return C.iap_signin_begin(p, borrow(pin, returnTo), borrow(pin, redirectURI), out)
+	})
+}
+
+// Callback completes a sign-in from the provider's redirect (rawQuery: the callback's query
+// string; cookies: the request's Cookie values joined with "; ").
+func (s *SignIn) Callback(rawQuery, cookies, redirectURI string) (SignInOutcome, error) {
+	return s.call("iap_signin_callback", func(p *C.iap_signin, pin *runtime.Pinner, out **C.iap_signin_outcome) C.iap_result {
+		return C.iap_signin_callback(p, borrow(pin, rawQuery), borrow(pin, cookies), borrow(pin, redirectURI), out)
+	})
+}
+
+// Session opens the session a request carries.
+func (s *SignIn) Session(cookies string) (SignInOutcome, error) {
+	return s.call("iap_signin_session", func(p *C.iap_signin, pin *runtime.Pinner, out **C.iap_signin_outcome) C.iap_result {
+		return C.iap_signin_session(p, borrow(pin, cookies), out)
+	})
+}
+
+// SignOut clears the session and sends the browser to the provider's end-session endpoint.
+func (s *SignIn) SignOut(cookies, postLogoutURI string) (SignInOutcome, error) {
+	return s.call("iap_signin_sign_out", func(p *C.iap_signin, pin *runtime.Pinner, out **C.iap_signin_outcome) C.iap_result {
+		return C.iap_signin_sign_out(p, borrow(pin, cookies), borrow(pin, postLogoutURI), out)
+	})
+}
+
+// call runs one iap_signin_* call and copies its outcome into Go memory.
+func (s *SignIn) call(op string, f func(*C.iap_signin, *runtime.Pinner, **C.iap_signin_outcome) C.iap_result) (SignInOutcome, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.p == nil {
+		return SignInOutcome{}, ErrClosed
+	}
+	var pin runtime.Pinner
+	defer pin.Unpin()
+	var out *C.iap_signin_outcome
+	res := f(s.p, &pin, &out)
+	runtime.KeepAlive(s)
+	if Result(res) != ResultOK || out == nil {
+		C.iap_signin_outcome_free(out)
+		return SignInOutcome{}, &Error{Op: op, Code: cmp.Or(Result(res), ResultNullParameter)}
+	}
+	defer C.iap_signin_outcome_free(out)
+	var v C.iap_signin_outcome_view
+	C.iap_signin_outcome_get(out, &v)
+	o := SignInOutcome{
+		Kind:      SignInKind(v.kind),
+		Status:    int(v.status),
+		Location:  stringOf(v.location),
+		Message:   stringOf(v.message),
+		Reason:    stringOf(v.reason),
+		IDToken:   stringOf(v.id_token),
+		ExpiresAt: uint64(v.expires_at),
+	}
+	if cs := sliceOf(v.set_cookies, v.set_cookies_len); len(cs) > 0 {
+		o.SetCookies = make([]string, len(cs))
+		for i, c := range cs {
+			o.SetCookies[i] = stringOf(c)
+		}
+	}
+	return o, nil
+}
