@@ -75,12 +75,14 @@ fuzz_target!(|data: &[u8]| {
 });
 
 /// The entry's key material strings worth looking for: 16+ characters without a space (so not
-/// a piece of an error message), and not also part of a member that may be quoted (`kid`, `kty`).
+/// a piece of an error message), and not also part of a member that may be quoted (`kid`, `kty`),
+/// as logs quote it: control characters dropped, so `"ab\u007fcd"` shows as `abcd`.
 fn material(entry: &serde_json::Map<String, Value>) -> Vec<&str> {
-    let quotable: Vec<&str> = entry
+    let quotable: Vec<String> = entry
         .iter()
         .filter(|(name, _)| !MATERIAL.contains(&name.as_str()))
         .filter_map(|(_, v)| v.as_str())
+        .flat_map(|v| [v.to_owned(), v.chars().filter(|c| !c.is_control()).collect()])
         .collect();
     MATERIAL
         .iter()
