@@ -50,7 +50,7 @@ func loadOrCreateKeys(ctx context.Context, st certmagic.Storage, key, lock strin
 	if st == nil {
 		return nil, errors.New("no storage configured")
 	}
-	if k, err := loadSigningKeys(ctx, st, key); err == nil || !errors.Is(err, fs.ErrNotExist) {
+	if k, err := loadKeys(ctx, st, key); err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return k, err
 	}
 
@@ -63,7 +63,7 @@ func loadOrCreateKeys(ctx context.Context, st certmagic.Storage, key, lock strin
 	}()
 
 	// Another instance may have stored one while we waited for the lock.
-	if k, err := loadSigningKeys(ctx, st, key); err == nil || !errors.Is(err, fs.ErrNotExist) {
+	if k, err := loadKeys(ctx, st, key); err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return k, err
 	}
 	k, err := generate()
@@ -85,9 +85,10 @@ func newCookieKey() (string, error) {
 	return base64.StdEncoding.EncodeToString(k), nil
 }
 
-// loadSigningKeys reads and checks the stored keys, one per line. A missing file is
+// loadKeys reads and checks the stored keys (assertion signing keys or cookie keys), one per
+// line. A missing file is
 // fs.ErrNotExist.
-func loadSigningKeys(ctx context.Context, st certmagic.Storage, key string) ([]string, error) {
+func loadKeys(ctx context.Context, st certmagic.Storage, key string) ([]string, error) {
 	b, err := st.Load(ctx, key)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {

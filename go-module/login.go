@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -58,7 +60,7 @@ type Login struct {
 
 // signIn is what the handler needs of the Rust sign-in (ffi.SignIn).
 type signIn interface {
-	Begin(returnTo, redirectURI string) (ffi.SignInOutcome, error)
+	Begin(returnTo, redirectURI, cookies string) (ffi.SignInOutcome, error)
 	Callback(rawQuery, cookies, redirectURI string) (ffi.SignInOutcome, error)
 	Session(cookies string) (ffi.SignInOutcome, error)
 	SignOut(cookies, postLogoutURI string) (ffi.SignInOutcome, error)
@@ -77,14 +79,28 @@ func (l *Login) validate(issuers []Issuer) error {
 	if (l.ClientSecretEnv == "") == (l.ClientSecretFile == "") {
 		return errors.New("set exactly one of client_secret_env and client_secret_file")
 	}
-	if _, err := l.issuer(issuers); err != nil {
+	iss, err := l.issuer(issuers)
+	if err != nil {
 		return err
+	}
+	for _, i := range issuers {
+		if i.Issuer == iss && slices.Contains(i.Audiences, l.ClientID) {
+			return fmt.Errorf("client_id %q is also an audience of issuer %s: ID tokens for it would pass as bearer tokens; give the API its own audience", l.ClientID, iss)
+		}
 	}
 	if p := l.Path; p != "" && (!strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") || strings.ContainsAny(p, "?#%\\")) {
 		return fmt.Errorf("path %q: must start with / and not end with one", p)
 	}
-	if u := l.RedirectURL; u != "" && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
-		return fmt.Errorf("redirect_url %q: must be an absolute http(s) URL", u)
+	if u := l.RedirectURL; u != "" {
+		// The callback must come back to this handler, over HTTPS (the session cookies are
+		// Secure and host-only), or the browser goes round and round.
+		parsed, err := url.Parse(u)
+		if err != nil || parsed.Scheme != "https" || parsed.Host == "" || parsed.Path != l.path()+"/callback" || parsed.RawQuery != "" {
+			return fmt.Errorf("redirect_url %q: must be https://<this site>%s/callback", u, l.path())
+		}
+	}
+	if n := l.CookieName; n != "" && !strings.HasPrefix(n, "__Host-") {
+		return fmt.Errorf("cookie_name %q: must start with __Host- (a sibling subdomain could otherwise plant a session)", n)
 	}
 	for name, d := range map[string]caddy.Duration{"session_lifetime": l.SessionLifetime, "idle_timeout": l.IdleTimeout} {
 		if d != 0 && time.Duration(d) < time.Minute {
@@ -119,10 +135,12 @@ func (l *Login) signInJSON(issuers []Issuer, cookieKeys []string) ([]byte, error
 	if err != nil {
 		return nil, err
 	}
+	// The cookie name is always passed: Go strips the same cookies from upstream requests.
 	cfg := map[string]any{
-		"issuer":    iss,
-		"client_id": l.ClientID,
-		"keys":      cookieKeys,
+		"issuer":      iss,
+		"client_id":   l.ClientID,
+		"keys":        cookieKeys,
+		"cookie_name": cmp.Or(l.CookieName, DefaultCookieName),
 	}
 	if l.ClientSecretEnv != "" {
 		cfg["client_secret_env"] = l.ClientSecretEnv
@@ -131,9 +149,6 @@ func (l *Login) signInJSON(issuers []Issuer, cookieKeys []string) ([]byte, error
 	}
 	if len(l.Scopes) > 0 {
 		cfg["scopes"] = strings.Join(l.Scopes, " ")
-	}
-	if l.CookieName != "" {
-		cfg["cookie_name"] = l.CookieName
 	}
 	if l.SessionLifetime != 0 {
 		cfg["session_lifetime_secs"] = *ceilUnit(l.SessionLifetime, time.Second)

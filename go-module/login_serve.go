@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -55,6 +57,15 @@ func (h *Handler) cookieName() string {
 	return DefaultCookieName
 }
 
+// loginPages are the sign-in's own pages, under the login path. Other paths there (the
+// default postgres_credentials path, say) are requests like any other.
+var loginPages = []string{"/", "/callback", "/sign_out", "/signed_out", "/postgres"}
+
+func (h *Handler) isLoginPage(path string) bool {
+	rest, ok := strings.CutPrefix(path, h.loginPath)
+	return ok && slices.Contains(loginPages, rest)
+}
+
 // serveLoginPage serves the sign-in's own pages under the login path.
 func (h *Handler) serveLoginPage(w http.ResponseWriter, r *http.Request, cookies string) error {
 	switch strings.TrimPrefix(r.URL.Path, h.loginPath) {
@@ -75,6 +86,14 @@ func (h *Handler) serveLoginPage(w http.ResponseWriter, r *http.Request, cookies
 		}
 		return redirect(w, out.Location)
 	case "/sign_out":
+		// A GET only asks: another site could link or prefetch it, and sign the person out
+		// here and at the provider.
+		if r.Method != http.MethodPost {
+			return renderPage(w, http.StatusOK, "Sign out", pageData{SignOut: h.loginPath + "/sign_out"})
+		}
+		if !sameOrigin(r, h.origin(r)) {
+			return caddyhttp.Error(http.StatusForbidden, errors.New("cross-origin sign-out"))
+		}
 		out, err := h.signIn.SignOut(cookies, h.origin(r)+h.loginPath+"/signed_out")
 		if err != nil {
 			return h.signInFailed(err)
@@ -85,44 +104,41 @@ func (h *Handler) serveLoginPage(w http.ResponseWriter, r *http.Request, cookies
 		return renderPage(w, http.StatusOK, "Signed out", pageData{
 			Message: "You have signed out.", Link: "/", LinkText: "Sign in again",
 		})
-	case "/":
-		return h.serveAccessPage(w, r, cookies)
 	case "/postgres":
 		return h.servePostgresAccess(w, r, cookies)
 	}
-	return caddyhttp.Error(http.StatusNotFound, fmt.Errorf("no page %s", r.URL.Path))
+	return h.serveAccessPage(w, r, cookies)
 }
 
-// session opens the request's session. For an active one it points req at the session's ID
-// token, adds renewed cookies to the response and returns true; otherwise it answers the
-// request itself (a redirect to sign in, or 401) and returns false with the handler error.
-func (h *Handler) session(w http.ResponseWriter, r *http.Request, cookies string, req *ffi.Request) (bool, error) {
+// session opens the request's session and returns an active one, whose renewed cookies
+// (out.SetCookies) the caller sends; otherwise it answers the request itself (a redirect to
+// sign in, or 401) and returns false with the handler error.
+func (h *Handler) session(w http.ResponseWriter, r *http.Request, cookies string) (ffi.SignInOutcome, bool, error) {
 	out, err := h.signIn.Session(cookies)
 	if err != nil {
-		return false, h.signInFailed(err)
+		return out, false, h.signInFailed(err)
 	}
-	setCookies(w, out.SetCookies)
 	if out.Kind != ffi.SignInActive {
+		setCookies(w, out.SetCookies)
 		if out.Kind == ffi.SignInEnded {
 			if c := h.logger.Check(zapcore.DebugLevel, "session ended"); c != nil {
 				c.Write(zap.String("reason", out.Reason))
 			}
 		}
-		return false, h.signInRequired(w, r)
+		return out, false, h.signInRequired(w, r, cookies)
 	}
-	req.Token, req.Session = out.IDToken, true
-	return true, nil
+	return out, true, nil
 }
 
 // signInRequired sends a browser navigation to the identity provider and back; anything else
 // gets 401.
-func (h *Handler) signInRequired(w http.ResponseWriter, r *http.Request) error {
+func (h *Handler) signInRequired(w http.ResponseWriter, r *http.Request, cookies string) error {
 	if !isNavigation(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="caddy-iap"`)
 		h.metrics.decision(resultDeny, ffi.ReasonMissingToken.String(), 0)
 		return caddyhttp.Error(http.StatusUnauthorized, errSignInRequired)
 	}
-	out, err := h.signIn.Begin(r.URL.RequestURI(), h.redirectURI(r))
+	out, err := h.signIn.Begin(r.URL.RequestURI(), h.redirectURI(r), cookies)
 	if err != nil {
 		return h.signInFailed(err)
 	}
@@ -142,21 +158,18 @@ func (h *Handler) serveAccessPage(w http.ResponseWriter, r *http.Request, cookie
 		w.Header().Set("Allow", "GET, HEAD")
 		return caddyhttp.Error(http.StatusMethodNotAllowed, errors.New("the access page is read-only"))
 	}
-	out, err := h.signIn.Session(cookies)
-	if err != nil {
-		return h.signInFailed(err)
+	out, ok, err := h.session(w, r, cookies)
+	if !ok {
+		return err
 	}
 	setCookies(w, out.SetCookies)
-	if out.Kind != ffi.SignInActive {
-		return h.signInRequired(w, r)
-	}
 	// Decided as any request is, for the identity; the access page itself needs no allow rule.
 	d, err := h.engine.Decide(&ffi.Request{Method: r.Method, Host: r.Host, Path: r.URL.EscapedPath(), Token: out.IDToken, Session: true})
 	if err != nil {
 		return h.signInFailed(err)
 	}
 	if d.Subject == "" {
-		return h.signInRequired(w, r)
+		return h.signInRequired(w, r, cookies)
 	}
 	return renderPage(w, http.StatusOK, "Your access", pageData{
 		Identity:  &d,
@@ -193,23 +206,18 @@ func (h *Handler) servePostgresAccess(w http.ResponseWriter, r *http.Request, co
 		return caddyhttp.Error(http.StatusMethodNotAllowed, errors.New("database logins are issued to POST only"))
 	}
 	// A cross-site form could otherwise mint a login in the person's name (SameSite=Lax keeps
-	// the cookie off cross-site POSTs too; this does not rely on it). Our pages send no
-	// referrer, so a browser's Origin for them is "null": fetch metadata says same-origin.
-	origin := r.Header.Get("Origin")
-	if origin != h.origin(r) && r.Header.Get("Sec-Fetch-Site") != "same-origin" {
-		return caddyhttp.Error(http.StatusForbidden, fmt.Errorf("cross-origin request (Origin %q)", origin))
+	// the cookie off cross-site POSTs too; this does not rely on it).
+	if !sameOrigin(r, h.origin(r)) {
+		return caddyhttp.Error(http.StatusForbidden, fmt.Errorf("cross-origin request (Origin %q)", r.Header.Get("Origin")))
 	}
 	if h.pgGateway == nil {
 		return caddyhttp.Error(http.StatusNotFound, errors.New("no postgres_credentials here"))
 	}
-	out, err := h.signIn.Session(cookies)
-	if err != nil {
-		return h.signInFailed(err)
+	out, ok, err := h.session(w, r, cookies)
+	if !ok {
+		return err
 	}
 	setCookies(w, out.SetCookies)
-	if out.Kind != ffi.SignInActive {
-		return h.signInRequired(w, r)
-	}
 	r.Body = http.MaxBytesReader(w, r.Body, 4096)
 	if err := r.ParseForm(); err != nil {
 		return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading the form: %w", err))
@@ -232,12 +240,28 @@ func (h *Handler) servePostgresAccess(w http.ResponseWriter, r *http.Request, co
 	host, port, _ := h.PostgresCredentials.connectAddress() // validated at Provision
 	h.logger.Info("postgres access issued", append(fields, zap.String("db_role", l.Role),
 		zap.Strings("granted", l.Granted), zap.Time("credential_expires", l.ExpiresAt))...)
-	conn := fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=%s", host, port, l.Role, dbname, h.PostgresCredentials.sslmode())
+	conn := fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=%s", libpqQuote(host), port, libpqQuote(l.Role),
+		libpqQuote(dbname), h.PostgresCredentials.sslmode())
 	return renderPage(w, http.StatusOK, "PostgreSQL access", pageData{
 		Message: fmt.Sprintf("Valid until %s, as %s with %s.", l.ExpiresAt.UTC().Format(time.RFC1123), l.Role, strings.Join(l.Granted, ", ")),
 		Psql:    fmt.Sprintf("PGPASSWORD=%s psql %s", shellQuote(l.Password), shellQuote(conn)),
 		Link:    h.loginPath + "/", LinkText: "Back",
 	})
+}
+
+// sameOrigin reports whether a POST comes from a page of this site. Our pages send no
+// referrer, so a browser's Origin for them is "null": fetch metadata then says same-origin.
+func sameOrigin(r *http.Request, origin string) bool {
+	return r.Header.Get("Origin") == origin || r.Header.Get("Sec-Fetch-Site") == "same-origin"
+}
+
+// libpqQuote quotes a value for a libpq connection string when it needs it (empty, or with a
+// space, quote or backslash), so a typed database name cannot add keywords.
+func libpqQuote(s string) string {
+	if s != "" && !strings.ContainsAny(s, " \t\n\r'\\") {
+		return s
+	}
+	return "'" + strings.NewReplacer(`\`, `\\`, "'", `\'`).Replace(s) + "'"
 }
 
 // shellQuote quotes s for a POSIX shell.
@@ -253,8 +277,12 @@ func (h *Handler) accessDenied(w http.ResponseWriter, r *http.Request, d *ffi.De
 	if he, ok := errors.AsType[caddyhttp.HandlerError](err); ok {
 		status = he.StatusCode
 	}
-	return renderPage(w, status, "Access denied", pageData{
-		Message:  fmt.Sprintf("Your roles do not allow %s %s.", r.Method, r.URL.Path),
+	title, message := "Access denied", fmt.Sprintf("Your roles do not allow %s %s.", r.Method, r.URL.Path)
+	if status != http.StatusForbidden {
+		title, message = "Not available", http.StatusText(status)+"."
+	}
+	return renderPage(w, status, title, pageData{
+		Message:  message,
 		Identity: d,
 		SignOut:  h.loginPath + "/sign_out",
 		Link:     h.loginPath + "/",
@@ -264,11 +292,14 @@ func (h *Handler) accessDenied(w http.ResponseWriter, r *http.Request, d *ffi.De
 
 // signInFailed is the handler error for a sign-in call that did not complete.
 func (h *Handler) signInFailed(err error) error {
-	status := http.StatusInternalServerError
+	status, level := http.StatusInternalServerError, zapcore.ErrorLevel
 	if errors.Is(err, ffi.ErrClosed) {
 		status = http.StatusServiceUnavailable
+	} else if fe, ok := errors.AsType[*ffi.Error](err); ok && fe.Code == ffi.ResultInvalidParameter {
+		// The request's own bytes (a query or cookie that is not UTF-8).
+		status, level = http.StatusBadRequest, zapcore.InfoLevel
 	}
-	if c := h.logger.Check(zapcore.ErrorLevel, "sign-in call failed"); c != nil {
+	if c := h.logger.Check(level, "sign-in call failed"); c != nil {
 		c.Write(zap.Error(err))
 	}
 	return caddyhttp.Error(status, err)
@@ -330,6 +361,45 @@ func zeroQuality(params string) bool {
 	return false
 }
 
+// privateWriter sends a session's renewed cookies with a proxied response, which it marks
+// private: a shared cache must never keep one person's session cookie for others, whatever
+// the upstream's Cache-Control said.
+type privateWriter struct {
+	*caddyhttp.ResponseWriterWrapper
+	cookies []string
+	wrote   bool
+}
+
+func newPrivateWriter(w http.ResponseWriter, cookies []string) *privateWriter {
+	return &privateWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, cookies: cookies}
+}
+
+func (p *privateWriter) WriteHeader(status int) {
+	if !p.wrote && status >= 200 { // not on 1xx interim responses
+		p.wrote = true
+		hdr := p.Header()
+		for _, c := range p.cookies {
+			hdr.Add("Set-Cookie", c)
+		}
+		hdr.Set("Cache-Control", "private, no-store")
+	}
+	p.ResponseWriterWrapper.WriteHeader(status)
+}
+
+func (p *privateWriter) Write(b []byte) (int, error) {
+	if !p.wrote {
+		p.WriteHeader(http.StatusOK)
+	}
+	return p.ResponseWriterWrapper.Write(b)
+}
+
+func (p *privateWriter) ReadFrom(r io.Reader) (int64, error) {
+	if !p.wrote {
+		p.WriteHeader(http.StatusOK)
+	}
+	return p.ResponseWriterWrapper.ReadFrom(r)
+}
+
 func setCookies(w http.ResponseWriter, cookies []string) {
 	for _, c := range cookies {
 		w.Header().Add("Set-Cookie", c)
@@ -383,7 +453,7 @@ func renderPage(w http.ResponseWriter, status int, title string, data pageData) 
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/html; charset=utf-8")
 	hdr.Set("Cache-Control", "no-store")
-	hdr.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+	hdr.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'")
 	hdr.Set("Referrer-Policy", "no-referrer")
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
@@ -395,7 +465,7 @@ var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>{{.Title}}</title>
 <style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#222}
-h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.5rem}pre{white-space:pre-wrap;word-break:break-all;background:#f4f4f4;padding:.6rem}form{margin:.4rem 0}dt{font-weight:600}dd{margin:0 0 .6rem}a.button{display:inline-block;padding:.4rem .9rem;border:1px solid #555;border-radius:4px;text-decoration:none;color:#222}</style>
+h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.5rem}pre{white-space:pre-wrap;word-break:break-all;background:#f4f4f4;padding:.6rem}form{margin:.4rem 0}button.button{background:none;font:inherit;cursor:pointer}dt{font-weight:600}dd{margin:0 0 .6rem}a.button{display:inline-block;padding:.4rem .9rem;border:1px solid #555;border-radius:4px;text-decoration:none;color:#222}</style>
 </head><body>
 <h1>{{.Title}}</h1>
 {{with .Message}}<p id="message">{{.}}</p>{{end}}
@@ -411,7 +481,7 @@ h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.5rem}pre{white-space:pre-wr
 <button class="button" type="submit" id="psql-{{.}}">Get a psql command{{if ne . "*"}} for {{.}}{{end}}</button></form>
 {{end}}{{end}}
 {{with .Psql}}<pre id="psql">{{.}}</pre>{{end}}
-{{with .SignOut}}<p><a class="button" id="sign-out" href="{{.}}">Sign out</a></p>{{end}}
+{{with .SignOut}}<form method="post" action="{{.}}"><button class="button" type="submit" id="sign-out">Sign out</button></form>{{end}}
 {{with .Link}}<p><a class="button" id="retry" href="{{.}}">{{$.LinkText}}</a></p>{{end}}
 </body></html>
 `))

@@ -81,7 +81,12 @@ func TestLoginConfigIsChecked(t *testing.T) {
 		{Login{ClientID: "c", ClientSecretEnv: "S"}, two, "issuer: name one of the handler's issuers"},
 		{Login{ClientID: "c", ClientSecretEnv: "S", Path: "/auth/"}, one, `path "/auth/": must start with / and not end with one`},
 		{Login{ClientID: "c", ClientSecretEnv: "S", Path: "auth"}, one, "must start with /"},
-		{Login{ClientID: "c", ClientSecretEnv: "S", RedirectURL: "/callback"}, one, "must be an absolute http(s) URL"},
+		{Login{ClientID: "c", ClientSecretEnv: "S", RedirectURL: "/callback"}, one, "must be https://<this site>/.iap/callback"},
+		{Login{ClientID: "c", ClientSecretEnv: "S", RedirectURL: "http://app.example.com/.iap/callback"}, one, "must be https://"},
+		{Login{ClientID: "c", ClientSecretEnv: "S", RedirectURL: "https://app.example.com/callback"}, one, "must be https://"},
+		{Login{ClientID: "c", ClientSecretEnv: "S", RedirectURL: "https://app.example.com/.iap/callback"}, one, ""},
+		{Login{ClientID: "c", ClientSecretEnv: "S", CookieName: "session"}, one, "must start with __Host-"},
+		{Login{ClientID: "api", ClientSecretEnv: "S"}, []Issuer{{Issuer: "https://idp.example.com", Audiences: []string{"api"}}}, "ID tokens for it would pass as bearer tokens"},
 		{Login{ClientID: "c", ClientSecretEnv: "S", IdleTimeout: 1e9}, one, "idle_timeout: must be at least 1m"},
 		{Login{ClientID: "c", ClientSecretEnv: "S"}, one, ""},
 		{Login{ClientID: "c", ClientSecretEnv: "S", Issuer: "https://other.example.com"}, two, ""},
@@ -95,6 +100,36 @@ func TestLoginConfigIsChecked(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: error %v, want %q", tc.login, err, tc.want)
+		}
+	}
+}
+
+func TestPsqlCommandQuoting(t *testing.T) {
+	for in, want := range map[string]string{
+		"app":          "app",
+		"iap_a@b.c_1f": "iap_a@b.c_1f",
+		"x host=evil":  `'x host=evil'`,
+		`it's`:         `'it\'s'`,
+		"":             "''",
+	} {
+		if got := libpqQuote(in); got != want {
+			t.Errorf("libpqQuote(%q) = %s, want %s", in, got, want)
+		}
+	}
+	if got := shellQuote("a'b"); got != `'a'\''b'` {
+		t.Errorf("shellQuote = %s", got)
+	}
+}
+
+func TestOnlyTheSignInsOwnPagesAreServedUnderItsPath(t *testing.T) {
+	h := &Handler{loginPath: "/.iap"}
+	for path, want := range map[string]bool{
+		"/.iap/": true, "/.iap/callback": true, "/.iap/sign_out": true, "/.iap/signed_out": true,
+		"/.iap/postgres": true, "/.iap/postgres/credentials": false, "/.iap": false,
+		"/.iapx/": false, "/orders": false, "/.iap/callback/x": false,
+	} {
+		if got := h.isLoginPage(path); got != want {
+			t.Errorf("isLoginPage(%q) = %v", path, got)
 		}
 	}
 }

@@ -47,7 +47,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	var cookies string
 	if h.signIn != nil {
 		cookies = h.sessionCookies(r)
-		if strings.HasPrefix(r.URL.Path, h.loginPath+"/") {
+		if h.isLoginPage(r.URL.Path) {
 			return h.serveLoginPage(w, r, cookies)
 		}
 	}
@@ -75,8 +75,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	req := ffi.Request{Method: r.Method, Host: r.Host, Path: r.URL.EscapedPath(), Token: token}
 	if token == "" && h.signIn != nil {
 		// No bearer token: a browser, decided on its session.
-		if ok, err := h.session(w, r, cookies, &req); !ok {
+		s, ok, err := h.session(w, r, cookies)
+		if !ok {
 			return err
+		}
+		req.Token, req.Session = s.IDToken, true
+		if len(s.SetCookies) > 0 {
+			w = newPrivateWriter(w, s.SetCookies)
 		}
 	}
 	start := time.Now()
@@ -103,7 +108,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if req.Session && d.Status == http.StatusUnauthorized {
 			// The session's ID token no longer passes (its issuer's keys changed, say): sign
 			// in again rather than show a browser a bearer-token challenge.
-			return h.signInRequired(w, r)
+			return h.signInRequired(w, r, cookies)
 		}
 		if req.Session && isNavigation(r) {
 			// A signed-in person, not a client: a page saying who they are and what to do.

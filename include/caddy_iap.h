@@ -527,12 +527,14 @@ iap_result iap_signin_new(const iap_engine *engine,
 void iap_signin_free(const iap_signin *signin);
 
 // Starts a sign-in for a browser that asked for `return_to` (a path; anything not on this
-// site becomes `/`), with `redirect_uri` this site's callback URL. Outcome: REDIRECT to the
-// provider with the login cookie, or ERROR (502) when the provider's discovery fails. May
-// block for that discovery (bounded by `fetch_timeout`). The caller frees the outcome.
+// site becomes `/`), with `redirect_uri` this site's callback URL and `cookies` the request's
+// `Cookie` values joined with `; `. Outcome: REDIRECT to the provider with the login cookie,
+// or ERROR (502) when the provider's discovery fails. May block for that discovery (bounded by
+// `fetch_timeout`). The caller frees the outcome.
 iap_result iap_signin_begin(const iap_signin *signin,
                             iap_str return_to,
                             iap_str redirect_uri,
+                            iap_str cookies,
                             iap_signin_outcome **outcome_out);
 
 // Completes a sign-in at the callback: `query` is the raw query string, `cookies` the

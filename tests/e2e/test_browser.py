@@ -10,10 +10,13 @@ redirects) and what must keep working (bearer tokens, key rotation, refresh)."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import secrets
 import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -124,8 +127,6 @@ def signed_in_cookies(site: Site, page, user: str = "alice", path: str = "/order
 
 
 def upstream_json(page) -> dict:
-    import json
-
     return json.loads(page.inner_text("body"))
 
 
@@ -236,6 +237,23 @@ def test_non_navigations_get_401_and_navigations_a_redirect(site, upstream):
     token = site.idp.token("reader")
     r = requests.get(site.url + "/orders/1", headers={"Authorization": f"Bearer {token}"}, verify=False, timeout=15)
     assert r.status_code == 403  # reader has no role in this site: decided, not redirected
+
+
+def test_sign_out_needs_a_same_origin_post(site, page):
+    cookies = signed_in_cookies(site, page)
+    # A link or a prefetch only gets a confirmation page.
+    r = site.get("/.iap/sign_out", cookies)
+    assert r.status_code == 200 and 'id="sign-out"' in r.text and "Set-Cookie" not in r.headers
+    # Another site's form is refused.
+    r = requests.post(site.url + "/.iap/sign_out", cookies=cookies, verify=False, allow_redirects=False, timeout=15,
+                      headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403
+    assert site.get("/orders/1", cookies).status_code == 200, "still signed in"
+    # The page's own button signs out.
+    page.goto(site.url + "/.iap/sign_out")
+    page.click("#sign-out")
+    page.wait_for_url(site.url + "/.iap/signed_out")
+    assert site.get("/orders/1", {c["name"]: c["value"] for c in page.context.cookies()}).status_code == 302
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,17 +378,23 @@ def test_rotated_cookie_keys_keep_sessions_until_the_old_key_is_removed(site, pa
 
 
 def test_an_expiring_id_token_is_refreshed(tmp_path, upstream, idp_factory, request, page):
-    # The ID token lives 32 s; the gateway refreshes it 30 s before it ends.
-    site = make_site(tmp_path / "caddy", upstream, idp_factory, request, id_token_ttl=32)
+    # The ID token lives 4 s; the gateway refreshes it when half of that is left (30 s before
+    # its end for the usual, longer-lived ones).
+    site = make_site(tmp_path / "caddy", upstream, idp_factory, request, id_token_ttl=4)
     cookies = signed_in_cookies(site, page)
-    import time
-
     time.sleep(3)
-    r = site.get("/orders/5", cookies)
-    assert r.status_code == 200
-    assert "grant=refresh_token" in site.idp.log_path.read_text()
+    # A page's parallel requests arrive together: they share one refresh (a provider that
+    # rotates refresh tokens would revoke a second use).
+    with ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(lambda i: site.get(f"/orders/{i}", cookies), range(6)))
+    assert [x.status_code for x in responses] == [200] * 6
+    assert site.idp.log_path.read_text().count("grant=refresh_token") == 1
+    r = responses[0]
     renewed = [c for c in r.headers.get("Set-Cookie", "").split(", ") if c.startswith(COOKIE + "=")]
     assert renewed, r.headers
+    # A proxied response carrying someone's session cookie is never kept by a shared cache.
+    assert r.headers["Cache-Control"] == "private, no-store"
+    assert r.json()["upstream"] is True
 
 
 # --------------------------------------------------------------------------------------------

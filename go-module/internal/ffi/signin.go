@@ -62,10 +62,11 @@ func (s *SignIn) Close() {
 }
 
 // Begin starts a sign-in for a browser that asked for returnTo: a redirect to the provider
-// with a login cookie, or an error outcome when the provider cannot be reached.
-func (s *SignIn) Begin(returnTo, redirectURI string) (SignInOutcome, error) {
+// with a login cookie, or an error outcome when the provider cannot be reached. cookies are
+// the request's Cookie values joined with "; " (abandoned sign-ins' cookies get cleared).
+func (s *SignIn) Begin(returnTo, redirectURI, cookies string) (SignInOutcome, error) {
 	return s.call("iap_signin_begin", func(p *C.iap_signin, pin *runtime.Pinner, out **C.iap_signin_outcome) C.iap_result {
-		return C.iap_signin_begin(p, borrow(pin, returnTo), borrow(pin, redirectURI), out)
+		return C.iap_signin_begin(p, borrow(pin, returnTo), borrow(pin, redirectURI), borrow(pin, cookies), out)
 	})
 }
 

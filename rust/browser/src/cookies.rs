@@ -19,7 +19,7 @@ pub enum Lookup<'a> {
 pub fn find<'a, S: AsRef<str>>(headers: &'a [S], name: &str) -> Lookup<'a> {
     let mut found = Lookup::Missing;
     for pair in headers.iter().flat_map(|h| h.as_ref().split(';')) {
-        let Some((n, v)) = pair.trim().split_once('=') else {
+        let Some((n, v)) = trim(pair).split_once('=') else {
             continue;
         };
         if n == name {
@@ -32,9 +32,22 @@ pub fn find<'a, S: AsRef<str>>(headers: &'a [S], name: &str) -> Lookup<'a> {
     found
 }
 
+/// The names of the cookies in `Cookie` header values.
+pub fn names<S: AsRef<str>>(headers: &[S]) -> impl Iterator<Item = &str> {
+    headers
+        .iter()
+        .flat_map(|h| h.as_ref().split(';'))
+        .filter_map(|pair| Some(trim(pair).split_once('=')?.0))
+}
+
 /// A `Set-Cookie` value: `max_age` seconds, or 0 to delete the cookie.
 pub fn set_cookie(name: &str, value: &str, max_age: u64) -> String {
     format!("{name}={value}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Lax")
+}
+
+/// Trims ASCII spaces and tabs, as Go's net/http does (so both sides read the same names).
+fn trim(s: &str) -> &str {
+    s.trim_matches([' ', '\t'])
 }
 
 /// Whether `name` may be a cookie name we set (RFC 6265 token, no separators).

@@ -86,13 +86,13 @@ pub fn form_encode(s: &str) -> String {
 /// The path to return to after signing in, when `requested` is a path on this same site; `/`
 /// otherwise. Only an absolute path is accepted: not a URL with a scheme or host, not a
 /// protocol-relative `//host` (nor `/\host`, which browsers read the same way), nothing with
-/// control characters or backslashes, at most 2048 bytes.
+/// control characters or backslashes, at most 1024 bytes (it rides in the login cookie).
 pub fn safe_return_path(requested: &str) -> &str {
     let ok = requested.starts_with('/')
         && !requested.starts_with("//")
-        && requested.len() <= 2048
+        && requested.len() <= 1024
         && !requested.bytes().any(|b| b == b'\\' || b.is_ascii_control())
-        && !requested.contains("/%2f") // decoded later into `//` by some frameworks
+        && !requested.to_ascii_lowercase().contains("/%2f") // decoded into `//` by some frameworks
         && !requested[1..].starts_with("%2F")
         && !requested[1..].starts_with("%2f")
         && !requested[1..].starts_with("%5C")

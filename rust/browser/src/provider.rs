@@ -24,11 +24,27 @@ pub struct Endpoints {
 
 /// Why the provider could not be used. Never holds a token, code or secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProviderError(pub String);
+pub struct ProviderError {
+    /// What happened, for the log.
+    pub message: String,
+    /// The provider refused the grant itself (`invalid_grant`: a code or refresh token that
+    /// is spent, revoked or expired), as opposed to being unreachable or answering nonsense.
+    pub rejected: bool,
+}
+
+impl ProviderError {
+    /// An error that is not a refusal of the grant.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            rejected: false,
+        }
+    }
+}
 
 impl std::fmt::Display for ProviderError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -81,11 +97,11 @@ pub fn discover(agent: &ureq::Agent, issuer: &str) -> Result<Endpoints, Provider
         issuer.trim_end_matches('/')
     );
     let body = read(agent.get(&url).header("Accept", "application/json").call())
-        .map_err(|e| ProviderError(format!("discovery {url}: {e}")))?;
+        .map_err(|e| ProviderError::new(format!("discovery {url}: {e}")))?;
     let d: Discovery = serde_json::from_slice(&body)
-        .map_err(|e| ProviderError(format!("discovery {url}: {e}")))?;
+        .map_err(|e| ProviderError::new(format!("discovery {url}: {e}")))?;
     if d.issuer != issuer {
-        return Err(ProviderError(format!(
+        return Err(ProviderError::new(format!(
             "discovery {url} names issuer {:?}",
             d.issuer
         )));
@@ -103,7 +119,8 @@ impl Endpoints {
             self.end_session_endpoint.as_ref(),
         ];
         for url in urls.into_iter().flatten() {
-            caddy_iap_core::check_url(url).map_err(|e| ProviderError(format!("{url}: {e}")))?;
+            caddy_iap_core::check_url(url)
+                .map_err(|e| ProviderError::new(format!("{url}: {e}")))?;
         }
         Ok(())
     }
@@ -168,9 +185,12 @@ fn token_request(
         .header("Accept", "application/json")
         .header("Authorization", authorization.as_str())
         .send_form(form.iter().copied());
-    let body = read(response).map_err(|e| ProviderError(format!("token endpoint: {e}")))?;
+    let body = read(response).map_err(|e| ProviderError {
+        rejected: e.ends_with(" invalid_grant"),
+        message: format!("token endpoint: {e}"),
+    })?;
     serde_json::from_slice(&body)
-        .map_err(|_| ProviderError("token endpoint: the response is not the expected JSON".into()))
+        .map_err(|_| ProviderError::new("token endpoint: the response is not the expected JSON"))
 }
 
 /// The body of a 2xx response, bounded; otherwise the status and the OAuth `error` code (an

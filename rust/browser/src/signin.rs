@@ -7,7 +7,7 @@
 //! Every request on a session is then decided by the engine on the session's ID token,
 //! exactly as a bearer token is.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,11 +27,19 @@ use crate::session::{Lifetimes, MAX_CHUNKS, Session, SessionError};
 
 /// The purpose a login cookie is sealed for.
 const LOGIN_PURPOSE: &str = "caddy-iap login v1";
-/// Most sign-ins completed within one login timeout that are remembered to refuse a replayed
-/// callback; past that, further callbacks are refused until older ones age out.
+/// Most completed sign-ins remembered to refuse a replayed callback; past that the oldest is
+/// forgotten (PKCE and the provider's one-time codes still stop a replay).
 const USED_STATES: usize = 100_000;
-/// A session's ID token is refreshed this long before it expires.
+/// A session's ID token is refreshed this long before it expires (or at half its lifetime,
+/// when that is shorter).
 const REFRESH_BEFORE_SECS: u64 = 30;
+/// One refresh serves every request of a session for this long: a page's parallel requests
+/// share it instead of each spending the refresh token (which rotating providers revoke).
+const REFRESH_SHARED_SECS: u64 = 60;
+/// Clocks of a cluster's instances may disagree by this much.
+const CLOCK_SKEW_SECS: u64 = 60;
+/// More login cookies than this in one request (abandoned sign-ins) are cleared by the next.
+const MAX_LOGIN_COOKIES: usize = 4;
 /// After a failed discovery, sign-ins fail fast for this long instead of each asking again.
 const DISCOVERY_RETRY_SECS: u64 = 5;
 
@@ -155,9 +163,29 @@ pub struct SignIn {
     /// Discovered endpoints, or the time discovery last failed.
     discovered: RwLock<Option<Result<Arc<Endpoints>, u64>>>,
     agent: ureq::Agent,
-    /// Completed sign-ins' states, with when they started: a login cookie is only good for
-    /// `login_timeout`, so an entry older than that can go.
-    used_states: Mutex<HashMap<String, u64>>,
+    used_states: Mutex<UsedStates>,
+    /// Recent refreshes by SHA-256 of the refresh token spent, so concurrent requests of one
+    /// session refresh once. Each slot is locked while its refresh runs.
+    refreshes: Mutex<HashMap<[u8; 32], RefreshSlot>>,
+}
+
+/// One session's latest refresh; locked while a refresh runs, so the others wait for it.
+type RefreshSlot = Arc<Mutex<Option<Refreshed>>>;
+
+/// Completed sign-ins' states, oldest first, kept for a login timeout.
+#[derive(Default)]
+struct UsedStates {
+    set: HashSet<String>,
+    order: VecDeque<(u64, String)>,
+}
+
+/// The outcome of one refresh, shared by the requests that arrive while it is fresh.
+#[derive(Clone)]
+struct Refreshed {
+    at: u64,
+    id_token: String,
+    id_expires_at: u64,
+    refresh_token: Option<String>,
 }
 
 impl std::fmt::Debug for SignIn {
@@ -184,9 +212,11 @@ impl SignIn {
             "client secret",
         )
         .map_err(|e| format!("client_secret: {e}"))?;
-        if !cookies::valid_name(&config.cookie_name) {
+        // `__Host-` makes browsers refuse the cookie from a sibling subdomain or plain HTTP
+        // (cookie tossing, session fixation); our cookies are Secure and host-only anyway.
+        if !cookies::valid_name(&config.cookie_name) || !config.cookie_name.starts_with("__Host-") {
             return Err(format!(
-                "cookie_name: {:?} is not a cookie name",
+                "cookie_name: {:?} must be a cookie name starting with __Host-",
                 config.cookie_name
             ));
         }
@@ -234,23 +264,27 @@ impl SignIn {
             agent: provider::agent(Duration::from_millis(
                 config.fetch_timeout_ms.clamp(100, 60_000),
             )),
-            used_states: Mutex::new(HashMap::new()),
+            used_states: Mutex::new(UsedStates::default()),
+            refreshes: Mutex::new(HashMap::new()),
         })
     }
 
     /// Starts a sign-in: the provider's authorization URL, and the login cookie that carries
     /// state, nonce and PKCE verifier to the callback. `return_to` is checked here (same site
     /// only); `redirect_uri` is this site's callback URL.
-    pub fn begin(
+    /// `cookie_headers` are the request's: login cookies of abandoned sign-ins beyond a few are
+    /// cleared.
+    pub fn begin<S: AsRef<str>>(
         &self,
         return_to: &str,
         redirect_uri: &str,
+        cookie_headers: &[S],
         now: u64,
     ) -> Result<Redirect, ProviderError> {
         let endpoints = self.endpoints(now)?;
         let random = || {
             crate::pkce::random_token()
-                .ok_or_else(|| ProviderError("the system random generator failed".into()))
+                .ok_or_else(|| ProviderError::new("the system random generator failed"))
         };
         let login = LoginState {
             state: random()?,
@@ -272,14 +306,20 @@ impl SignIn {
         let sealed = self
             .keys
             .seal(LOGIN_PURPOSE, &json)
-            .map_err(|e| ProviderError(e.to_string()))?;
+            .map_err(|e| ProviderError::new(e.to_string()))?;
+        let mut set_cookies = Vec::new();
+        let pending = self.login_cookies(cookie_headers);
+        if pending.len() >= MAX_LOGIN_COOKIES {
+            set_cookies.extend(pending.iter().map(|n| cookies::set_cookie(n, "", 0)));
+        }
+        set_cookies.push(cookies::set_cookie(
+            &self.login_cookie(&login.state),
+            &sealed,
+            self.login_timeout,
+        ));
         Ok(Redirect {
             location,
-            set_cookies: vec![cookies::set_cookie(
-                &self.login_cookie(&login.state),
-                &sealed,
-                self.login_timeout,
-            )],
+            set_cookies,
         })
     }
 
@@ -294,20 +334,33 @@ impl SignIn {
         redirect_uri: &str,
         now: u64,
     ) -> Result<Redirect, CallbackError> {
-        let params = parse_query(query).map_err(|()| fail(400, BAD_CALLBACK, "malformed query"))?;
+        let malformed = || CallbackError {
+            status: 400,
+            message: BAD_CALLBACK,
+            reason: "malformed query or state".into(),
+            retry: "/".into(),
+            set_cookies: Vec::new(),
+        };
+        let params = parse_query(query).map_err(|()| malformed())?;
         let param = |name: &str| {
             params
                 .iter()
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
         };
+        // Only a state we could have made (43 base64url characters) names a cookie: nothing
+        // else from the query reaches a Set-Cookie header.
         let state = param("state").unwrap_or_default();
-        let cookie = (state.len() >= 8).then(|| self.login_cookie(state));
+        if state.len() != 43
+            || !state
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(malformed());
+        }
+        let cookie = self.login_cookie(state);
         // The login cookie is spent whatever happens next.
-        let clear: Vec<String> = cookie
-            .iter()
-            .map(|name| cookies::set_cookie(name, "", 0))
-            .collect();
+        let clear = vec![cookies::set_cookie(&cookie, "", 0)];
         let fail = |status, message, reason: String, retry: &str| CallbackError {
             status,
             message,
@@ -315,9 +368,7 @@ impl SignIn {
             retry: retry.to_owned(),
             set_cookies: clear.clone(),
         };
-        let Some(Lookup::Found(sealed)) =
-            cookie.as_deref().map(|c| cookies::find(cookie_headers, c))
-        else {
+        let Lookup::Found(sealed) = cookies::find(cookie_headers, &cookie) else {
             return Err(fail(
                 400,
                 NO_LOGIN,
@@ -334,7 +385,9 @@ impl SignIn {
         if login.state != state {
             return Err(fail(400, NO_LOGIN, "state mismatch".into(), retry));
         }
-        if now < login.started_at || now - login.started_at > self.login_timeout {
+        if now + CLOCK_SKEW_SECS < login.started_at
+            || now.saturating_sub(login.started_at) > self.login_timeout
+        {
             return Err(fail(
                 400,
                 EXPIRED,
@@ -342,14 +395,10 @@ impl SignIn {
                 retry,
             ));
         }
-        // Each state completes once (with a code or the provider's error): a replayed
-        // callback (same cookie, same URL) is refused here, before the provider is asked
-        // (which refuses a reused code too).
-        if self.used_states.lock().contains_key(state) {
+        if self.used_states.lock().set.contains(state) {
             return Err(fail(400, REPLAYED, "replayed callback".into(), retry));
         }
         if let Some(error) = param("error") {
-            self.complete(state, login.started_at, now);
             let code: String = error
                 .chars()
                 .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
@@ -365,18 +414,16 @@ impl SignIn {
         let Some(code) = param("code").filter(|c| !c.is_empty()) else {
             return Err(fail(400, BAD_CALLBACK, "no code".into(), retry));
         };
-        if !self.complete(state, login.started_at, now) {
-            return Err(fail(
-                503,
-                BUSY,
-                "too many sign-ins within one login timeout".into(),
-                retry,
-            ));
+        // Each state completes once: a replayed callback (same cookie, same URL), also one
+        // racing the first, is refused here, before the provider is asked (which would revoke
+        // what it issued for a code used twice).
+        if !self.complete(state, now) {
+            return Err(fail(400, REPLAYED, "replayed callback".into(), retry));
         }
 
         let endpoints = self
             .endpoints(now)
-            .map_err(|e| fail(502, PROVIDER_DOWN, e.0, retry))?;
+            .map_err(|e| fail(502, PROVIDER_DOWN, e.message, retry))?;
         let tokens = provider::exchange_code(
             &self.agent,
             &endpoints,
@@ -385,7 +432,7 @@ impl SignIn {
             &login.verifier,
             redirect_uri,
         )
-        .map_err(|e| fail(502, PROVIDER_DOWN, e.0, retry))?;
+        .map_err(|e| fail(502, PROVIDER_DOWN, e.message, retry))?;
         let Some(id_token) = tokens.id_token.map(Zeroizing::new) else {
             return Err(fail(
                 502,
@@ -404,8 +451,25 @@ impl SignIn {
                     retry,
                 )
             })?;
+        if *identity.issuer != self.issuer {
+            return Err(fail(
+                403,
+                BAD_ID_TOKEN,
+                format!("ID token from issuer {:?}", identity.issuer),
+                retry,
+            ));
+        }
         self.check_id_token_binding(&id_token, Some(&login.nonce))
             .map_err(|reason| fail(403, BAD_ID_TOKEN, reason, retry))?;
+        if tokens.refresh_token.is_none() && identity.expires_at <= now + REFRESH_BEFORE_SECS {
+            // Sealing it would end the session at once and send the browser round again.
+            return Err(fail(
+                502,
+                SHORT_LIVED,
+                "the ID token expires within 30 s and there is no refresh token".into(),
+                retry,
+            ));
+        }
         let session = Session {
             iss: identity.issuer.to_string(),
             sub: identity.subject.to_string(),
@@ -418,7 +482,12 @@ impl SignIn {
         let mut set_cookies = self
             .seal_session(&session, now, cookie_headers)
             .map_err(|e| fail(500, TOO_LARGE, format!("session: {e:?}"), retry))?;
-        set_cookies.extend(clear.iter().cloned());
+        // Signed in: every pending login cookie (abandoned tabs included) goes.
+        let mut spent = self.login_cookies(cookie_headers);
+        if !spent.contains(&cookie) {
+            spent.push(cookie);
+        }
+        set_cookies.extend(spent.iter().map(|n| cookies::set_cookie(n, "", 0)));
         Ok(Redirect {
             location: login.return_to,
             set_cookies,
@@ -433,26 +502,23 @@ impl SignIn {
         cookie_headers: &[S],
         now: u64,
     ) -> SessionState {
+        // Chunks 0..n, each exactly once, with none after a gap.
         let mut chunks = Vec::with_capacity(MAX_CHUNKS);
-        let mut present = Vec::new();
+        let mut gap = false;
         for i in 0..MAX_CHUNKS {
-            let name = self.chunk_name(i);
-            match cookies::find(cookie_headers, &name) {
-                Lookup::Found(v) => {
-                    chunks.push(v);
-                    present.push(name);
+            match cookies::find(cookie_headers, &self.chunk_name(i)) {
+                Lookup::Found(_) if gap => {
+                    return self.ended("session cookie chunks missing", cookie_headers);
                 }
-                Lookup::Missing => {}
+                Lookup::Found(v) => chunks.push(v),
+                Lookup::Missing => gap = true,
                 Lookup::Ambiguous => {
                     return self.ended("two session cookies of one name", cookie_headers);
                 }
             }
         }
-        if present.is_empty() {
+        if chunks.is_empty() {
             return SessionState::None;
-        }
-        if present.len() != chunks.len() || present[0] != self.chunk_name(0) {
-            return self.ended("session cookie chunks missing", cookie_headers);
         }
         let mut session = match Session::open(&self.keys, &chunks) {
             Ok(s) => s,
@@ -462,15 +528,21 @@ impl SignIn {
             return self.ended(&format!("session: {e:?}"), cookie_headers);
         }
         let mut changed = false;
-        if now + REFRESH_BEFORE_SECS >= session.id_expires_at {
-            if let Err(reason) = self.refresh(engine, &mut session, now) {
-                return self.ended(&reason, cookie_headers);
+        if now + self.refresh_window(&session) >= session.id_expires_at {
+            match self.refresh(engine, &mut session, now) {
+                Ok(()) => changed = true,
+                // The provider refused the refresh token, or the ID token has run out.
+                Err((reason, true)) => return self.ended(&reason, cookie_headers),
+                Err((_, false)) if now < session.id_expires_at => {
+                    // The provider is unreachable for now: the ID token is still good, and
+                    // the next request tries again.
+                }
+                Err((reason, false)) => return self.ended(&reason, cookie_headers),
             }
-            changed = true;
         }
         // Renew the idle clock now and then, not on every request (each renewal is a new
         // Set-Cookie).
-        if changed || now - session.seen_at >= (self.life.idle / 4).min(300) {
+        if changed || now.saturating_sub(session.seen_at) >= (self.life.idle / 4).min(300) {
             session.seen_at = now;
             changed = true;
         }
@@ -523,16 +595,23 @@ impl SignIn {
         &self.cookie_name
     }
 
-    /// Marks a sign-in's state as completed; false when too many recent ones are kept.
-    fn complete(&self, state: &str, started_at: u64, now: u64) -> bool {
+    /// Marks a sign-in's state as completed; false when it already was. Entries older than a
+    /// login timeout go first; when full, the oldest goes.
+    fn complete(&self, state: &str, now: u64) -> bool {
         let mut used = self.used_states.lock();
-        if used.len() >= USED_STATES {
-            used.retain(|_, started| now.saturating_sub(*started) <= self.login_timeout);
-            if used.len() >= USED_STATES {
-                return false;
+        let horizon = self.login_timeout + CLOCK_SKEW_SECS;
+        while let Some((at, _)) = used.order.front() {
+            if now.saturating_sub(*at) <= horizon && used.order.len() < USED_STATES {
+                break;
+            }
+            if let Some((_, old)) = used.order.pop_front() {
+                used.set.remove(&old);
             }
         }
-        used.insert(state.to_owned(), started_at);
+        if !used.set.insert(state.to_owned()) {
+            return false;
+        }
+        used.order.push_back((now, state.to_owned()));
         true
     }
 
@@ -543,15 +622,22 @@ impl SignIn {
         match &*self.discovered.read() {
             Some(Ok(e)) => return Ok(e.clone()),
             Some(Err(failed_at)) if now < failed_at + DISCOVERY_RETRY_SECS => {
-                return Err(ProviderError(
-                    "the provider's discovery failed moments ago".into(),
+                return Err(ProviderError::new(
+                    "the provider's discovery failed moments ago",
                 ));
             }
             _ => {}
         }
         let mut slot = self.discovered.write();
-        if let Some(Ok(e)) = &*slot {
-            return Ok(e.clone());
+        match &*slot {
+            Some(Ok(e)) => return Ok(e.clone()),
+            // Another caller failed while this one waited for the lock.
+            Some(Err(failed_at)) if now < failed_at + DISCOVERY_RETRY_SECS => {
+                return Err(ProviderError::new(
+                    "the provider's discovery failed moments ago",
+                ));
+            }
+            _ => {}
         }
         match provider::discover(&self.agent, &self.issuer) {
             Ok(e) => {
@@ -566,30 +652,94 @@ impl SignIn {
         }
     }
 
-    /// Replaces the session's ID token with a refreshed one, checked like the first.
-    fn refresh(&self, engine: &Engine, session: &mut Session, now: u64) -> Result<(), String> {
-        let Some(refresh_token) = session.refresh_token.as_deref() else {
-            return Err("the ID token expired and there is no refresh token".into());
+    /// How long before the ID token's expiry it is refreshed: 30 s, or half its remaining
+    /// life when the provider issues very short ones.
+    fn refresh_window(&self, session: &Session) -> u64 {
+        let life = session
+            .id_expires_at
+            .saturating_sub(session.seen_at.min(session.created_at));
+        REFRESH_BEFORE_SECS.min(life / 2)
+    }
+
+    /// Replaces the session's ID token with a refreshed one, checked like the first. Requests
+    /// of one session arriving together share one refresh. The error says whether the session
+    /// is over (`true`: refused by the provider, or no way to refresh) or the provider is only
+    /// unavailable.
+    fn refresh(
+        &self,
+        engine: &Engine,
+        session: &mut Session,
+        now: u64,
+    ) -> Result<(), (String, bool)> {
+        let Some(refresh_token) = session.refresh_token.clone() else {
+            return Err((
+                "the ID token expired and there is no refresh token".into(),
+                true,
+            ));
         };
-        let endpoints = self.endpoints(now).map_err(|e| e.0)?;
-        let tokens = provider::refresh(&self.agent, &endpoints, &self.client, refresh_token)
-            .map_err(|e| format!("refresh: {e}"))?;
-        let id_token = tokens
-            .id_token
-            .ok_or("refresh: the response has no id_token")?;
-        let identity = engine
-            .identify_from(id_token.as_bytes(), TokenSource::Session)
-            .map_err(|d| format!("refreshed ID token refused: {}", d.reason))?;
-        if *identity.issuer != session.iss || *identity.subject != session.sub {
-            return Err("the refreshed ID token is for someone else".into());
-        }
-        self.check_id_token_binding(&id_token, None)?;
-        session.id_token = id_token;
-        session.id_expires_at = identity.expires_at;
-        if tokens.refresh_token.is_some() {
-            session.refresh_token = tokens.refresh_token;
+        let key: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, refresh_token.as_bytes())
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes");
+        let slot = {
+            let mut all = self.refreshes.lock();
+            if all.len() >= USED_STATES {
+                all.retain(|_, s| {
+                    s.try_lock().is_none_or(|r| {
+                        r.as_ref()
+                            .is_some_and(|r| now.saturating_sub(r.at) <= REFRESH_SHARED_SECS)
+                    })
+                });
+            }
+            all.entry(key).or_default().clone()
+        };
+        let mut slot = slot.lock();
+        let refreshed = match slot.as_ref() {
+            Some(r) if now.saturating_sub(r.at) <= REFRESH_SHARED_SECS => r.clone(),
+            _ => {
+                let r = self.refresh_now(engine, session, &refresh_token, now)?;
+                *slot = Some(r.clone());
+                r
+            }
+        };
+        session.id_token = refreshed.id_token;
+        session.id_expires_at = refreshed.id_expires_at;
+        if refreshed.refresh_token.is_some() {
+            session.refresh_token = refreshed.refresh_token;
         }
         Ok(())
+    }
+
+    fn refresh_now(
+        &self,
+        engine: &Engine,
+        session: &Session,
+        refresh_token: &str,
+        now: u64,
+    ) -> Result<Refreshed, (String, bool)> {
+        let endpoints = self.endpoints(now).map_err(|e| (e.message, false))?;
+        let tokens = provider::refresh(&self.agent, &endpoints, &self.client, refresh_token)
+            .map_err(|e| (format!("refresh: {e}"), e.rejected))?;
+        let id_token = tokens
+            .id_token
+            .ok_or(("refresh: the response has no id_token".to_owned(), false))?;
+        let identity = engine
+            .identify_from(id_token.as_bytes(), TokenSource::Session)
+            .map_err(|d| (format!("refreshed ID token refused: {}", d.reason), true))?;
+        if *identity.issuer != session.iss || *identity.subject != session.sub {
+            return Err(("the refreshed ID token is for someone else".into(), true));
+        }
+        self.check_id_token_binding(&id_token, None)
+            .map_err(|e| (e, true))?;
+        if identity.expires_at <= session.id_expires_at {
+            return Err(("the refreshed ID token does not last longer".into(), false));
+        }
+        Ok(Refreshed {
+            at: now,
+            id_token,
+            id_expires_at: identity.expires_at,
+            refresh_token: tokens.refresh_token,
+        })
     }
 
     /// OIDC Core §3.1.3.7 beyond the validator's checks: the nonce of this sign-in, and `azp`
@@ -665,8 +815,19 @@ impl SignIn {
     /// One login cookie per sign-in in progress, named by its state, so two tabs signing in
     /// at once do not overwrite each other's.
     fn login_cookie(&self, state: &str) -> String {
-        let tag: String = state.chars().take(8).collect();
-        format!("{}-login-{tag}", self.cookie_name)
+        format!("{}-login-{}", self.cookie_name, &state[..8])
+    }
+
+    /// The names of the login cookies a request carries.
+    fn login_cookies<S: AsRef<str>>(&self, cookie_headers: &[S]) -> Vec<String> {
+        let prefix = format!("{}-login-", self.cookie_name);
+        let mut names: Vec<String> = cookies::names(cookie_headers)
+            .filter(|n| n.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 }
 
@@ -677,18 +838,8 @@ const PROVIDER_REFUSED: &str = "The identity provider did not sign you in.";
 const REPLAYED: &str = "This sign-in link was already used.";
 const PROVIDER_DOWN: &str = "The identity provider could not be reached.";
 const BAD_ID_TOKEN: &str = "The identity provider's answer was refused.";
-const BUSY: &str = "Too many sign-ins at once; try again in a minute.";
+const SHORT_LIVED: &str = "The identity provider's sign-in ends too soon to keep a session.";
 const TOO_LARGE: &str = "The session is too large to keep in a cookie.";
-
-fn fail(status: u16, message: &'static str, reason: &str) -> CallbackError {
-    CallbackError {
-        status,
-        message,
-        reason: reason.into(),
-        retry: "/".into(),
-        set_cookies: Vec::new(),
-    }
-}
 
 /// Parses `application/x-www-form-urlencoded`; any malformed escape or non-UTF-8 fails.
 fn parse_query(query: &str) -> Result<Vec<(String, String)>, ()> {

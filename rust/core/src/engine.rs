@@ -692,6 +692,15 @@ fn compile_issuer(
         Some("") => {
             return Err(ConfigError::new(at("login_client_id"), "must not be empty"));
         }
+        // Were the client id also a bearer audience, every ID token issued to it (which
+        // travel further than access tokens: other apps on the client, SPAs) would be accepted
+        // as a bearer token.
+        Some(client_id) if ic.audiences.iter().any(|a| a == client_id) => {
+            return Err(ConfigError::new(
+                at("login_client_id"),
+                "must not also be one of audiences: ID tokens for it would pass as bearer tokens",
+            ));
+        }
         Some(client_id) => Some(ClaimsPolicy {
             audiences: vec![client_id.to_owned()],
             leeway: policy.leeway,

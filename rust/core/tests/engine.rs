@@ -495,4 +495,19 @@ fn bad_configs_say_where() {
 
     let c: Result<Config, _> = serde_json::from_value(json!({"issuers": [], "bogus": 1}));
     assert!(c.unwrap_err().to_string().contains("bogus"));
+
+    // The sign-in's client id may not also be a bearer audience.
+    for (client, ok) in [
+        ("gateway", true),
+        ("https://api.example.com", false),
+        ("", false),
+    ] {
+        let mut c = config(KeyKind::Es256);
+        c.issuers[0].login_client_id = Some(client.into());
+        let e = Engine::new(&c).err().map(|e| e.to_string());
+        assert_eq!(e.is_none(), ok, "{client}: {e:?}");
+        if let Some(e) = e {
+            assert!(e.starts_with("issuers[0].login_client_id"), "{e}");
+        }
+    }
 }

@@ -18,6 +18,7 @@ pub struct iap_signin {
     _private: [u8; 0],
 }
 
+/// The sign-in and its engine (the same pairing as the database gateways).
 type SignInBox = crate::gateway::GatewayBox<SignIn>;
 
 /// What an outcome asks of the caller.
@@ -209,24 +210,26 @@ fn run<const N: usize>(
 }
 
 /// Starts a sign-in for a browser that asked for `return_to` (a path; anything not on this
-/// site becomes `/`), with `redirect_uri` this site's callback URL. Outcome: REDIRECT to the
-/// provider with the login cookie, or ERROR (502) when the provider's discovery fails. May
-/// block for that discovery (bounded by `fetch_timeout`). The caller frees the outcome.
+/// site becomes `/`), with `redirect_uri` this site's callback URL and `cookies` the request's
+/// `Cookie` values joined with `; `. Outcome: REDIRECT to the provider with the login cookie,
+/// or ERROR (502) when the provider's discovery fails. May block for that discovery (bounded by
+/// `fetch_timeout`). The caller frees the outcome.
 #[unsafe(no_mangle)]
 pub extern "C" fn iap_signin_begin(
     signin: *const iap_signin,
     return_to: iap_str<'_>,
     redirect_uri: iap_str<'_>,
+    cookies: iap_str<'_>,
     outcome_out: *mut *mut iap_signin_outcome,
 ) -> iap_result {
     ffi_panic_boundary! {
-        run(signin, [return_to, redirect_uri], outcome_out, |s, [return_to, redirect_uri], now| {
-            match s.gateway.begin(return_to, redirect_uri, now) {
+        run(signin, [return_to, redirect_uri, cookies], outcome_out, |s, [return_to, redirect_uri, cookies], now| {
+            match s.gateway.begin(return_to, redirect_uri, &[cookies], now) {
                 Ok(r) => OutcomeBox::redirect(r),
                 Err(e) => OutcomeBox::error(CallbackError {
                     status: 502,
                     message: "The identity provider could not be reached.",
-                    reason: e.0,
+                    reason: e.message,
                     retry: caddy_iap_browser::flow::safe_return_path(return_to).to_owned(),
                     set_cookies: Vec::new(),
                 }),

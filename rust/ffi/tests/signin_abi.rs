@@ -101,6 +101,7 @@ fn sign_in_calls_without_a_provider() {
             signin,
             s("/orders"),
             s("https://app/.iap/callback"),
+            s(""),
             &mut out
         ),
         iap_result::Ok
