@@ -52,6 +52,7 @@ import (
 //	        session_lifetime|idle_timeout <duration>
 //	        path <path>
 //	        redirect_url <url>
+//	        cosmos_endpoint <url>
 //	    }
 //	}
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

@@ -56,6 +56,10 @@ type Login struct {
 	// The callback URL registered at the provider. Default: this request's scheme and host
 	// with `<path>/callback`.
 	RedirectURL string `json:"redirect_url,omitempty"`
+
+	// Cosmos DB gateways (iap_cosmos sites) the access page tells people about: where to
+	// point the Azure Cosmos SDK, with their token instead of a key.
+	CosmosEndpoints []string `json:"cosmos_endpoints,omitempty"`
 }
 
 // signIn is what the handler needs of the Rust sign-in (ffi.SignIn).
@@ -97,6 +101,11 @@ func (l *Login) validate(issuers []Issuer) error {
 		parsed, err := url.Parse(u)
 		if err != nil || parsed.Scheme != "https" || parsed.Host == "" || parsed.Path != l.path()+"/callback" || parsed.RawQuery != "" {
 			return fmt.Errorf("redirect_url %q: must be https://<this site>%s/callback", u, l.path())
+		}
+	}
+	for _, e := range l.CosmosEndpoints {
+		if u, err := url.Parse(e); err != nil || u.Scheme != "https" || u.Host == "" {
+			return fmt.Errorf("cosmos_endpoint %q: must be an https URL (the SDK refuses anything else)", e)
 		}
 	}
 	if n := l.CookieName; n != "" && !strings.HasPrefix(n, "__Host-") {
@@ -197,6 +206,11 @@ func parseLogin(d *caddyfile.Dispenser) (*Login, error) {
 			err = oneArg(d, &l.Path)
 		case "redirect_url":
 			err = oneArg(d, &l.RedirectURL)
+		case "cosmos_endpoint":
+			var e string
+			err = oneArg(d, &e)
+			l.CosmosEndpoints = append(l.CosmosEndpoints, e)
+			delete(seen, sub) // may be given once per gateway
 		case "client_secret":
 			return nil, d.Err("login: a secret does not belong in the Caddyfile: use client_secret_env or client_secret_file")
 		default:

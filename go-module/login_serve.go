@@ -177,6 +177,7 @@ func (h *Handler) serveAccessPage(w http.ResponseWriter, r *http.Request, cookie
 		SignOut:   h.loginPath + "/sign_out",
 		Databases: h.reachableDatabases(d.Roles),
 		DBAction:  h.loginPath + "/postgres",
+		Cosmos:    h.Login.CosmosEndpoints,
 	})
 }
 
@@ -440,6 +441,8 @@ type pageData struct {
 	DBAction  string
 	// Psql is a ready-to-paste command (it holds a password: the page is no-store).
 	Psql string
+	// Cosmos are Cosmos DB gateway endpoints.
+	Cosmos []string
 }
 
 // renderPage writes one of the sign-in's pages. They are never cached or framed, load
@@ -481,6 +484,12 @@ h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.5rem}pre{white-space:pre-wr
 <button class="button" type="submit" id="psql-{{.}}">Get a psql command{{if ne . "*"}} for {{.}}{{end}}</button></form>
 {{end}}{{end}}
 {{with .Psql}}<pre id="psql">{{.}}</pre>{{end}}
+{{if .Cosmos}}<h2>Azure Cosmos DB</h2>
+<p>Point the Azure Cosmos SDK at the gateway and give it your OIDC access token as its credential
+(a <code>TokenCredential</code> that returns your token); no account key is needed, and none is ever
+handed out. Your roles decide what each request may do.</p>
+{{range .Cosmos}}<pre class="cosmos-endpoint">CosmosClient({{printf "%q" .}}, credential=your_token_credential)</pre>
+{{end}}{{end}}
 {{with .SignOut}}<form method="post" action="{{.}}"><button class="button" type="submit" id="sign-out">Sign out</button></form>{{end}}
 {{with .Link}}<p><a class="button" id="retry" href="{{.}}">{{$.LinkText}}</a></p>{{end}}
 </body></html>

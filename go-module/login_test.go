@@ -86,6 +86,7 @@ func TestLoginConfigIsChecked(t *testing.T) {
 		{Login{ClientID: "c", ClientSecretEnv: "S", RedirectURL: "https://app.example.com/callback"}, one, "must be https://"},
 		{Login{ClientID: "c", ClientSecretEnv: "S", RedirectURL: "https://app.example.com/.iap/callback"}, one, ""},
 		{Login{ClientID: "c", ClientSecretEnv: "S", CookieName: "session"}, one, "must start with __Host-"},
+		{Login{ClientID: "c", ClientSecretEnv: "S", CosmosEndpoints: []string{"http://cosmos:8081"}}, one, "must be an https URL"},
 		{Login{ClientID: "api", ClientSecretEnv: "S"}, []Issuer{{Issuer: "https://idp.example.com", Audiences: []string{"api"}}}, "ID tokens for it would pass as bearer tokens"},
 		{Login{ClientID: "c", ClientSecretEnv: "S", IdleTimeout: 1e9}, one, "idle_timeout: must be at least 1m"},
 		{Login{ClientID: "c", ClientSecretEnv: "S"}, one, ""},

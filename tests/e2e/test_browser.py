@@ -49,6 +49,7 @@ class Site:
     url: str
     storage: Path
     iap_extra: str = ""
+    login_extra: str = ""
 
     def get(self, path: str, cookies: dict | None = None, headers: dict | None = None, **kw) -> requests.Response:
         h = {"Accept": "text/html"} | (headers or {})
@@ -61,6 +62,7 @@ class Site:
             f"client_id {CLIENT}",
             f"client_secret_file {c.workdir / 'client-secret'}",
             "scopes openid email profile",
+            self.login_extra,
             login_extra,
         ])
         iap = "\n".join([
@@ -100,13 +102,13 @@ def site(tmp_path, upstream, idp_factory, request) -> Site:
 
 
 def make_site(workdir: Path, upstream, idp_factory, request, storage: Path | None = None,
-              id_token_ttl: int = 300, iap_extra: str = "") -> Site:
+              id_token_ttl: int = 300, iap_extra: str = "", login_extra: str = "") -> Site:
     caddy = Caddy(workdir=workdir, upstream_address=upstream.address, iap_config="")
     url = f"https://127.0.0.1:{caddy.port}"
     idp = idp_factory("RS256", clients={**CLIENTS, CLIENT: browser_client(
         [f"{url}/.iap/callback"], [f"{url}/.iap/signed_out"], secret=SECRET, id_token_ttl=id_token_ttl)})
     (workdir / "client-secret").write_text(SECRET + "\n")
-    s = Site(caddy, idp, url, storage or workdir / "storage", iap_extra)
+    s = Site(caddy, idp, url, storage or workdir / "storage", iap_extra, login_extra)
     caddy.text = s.caddyfile()
     caddy.url = url
     register_logs(request, caddy.caddyfile, caddy.stdout_path, caddy.log_path)
@@ -417,13 +419,17 @@ def test_the_access_page_gives_a_psql_command_that_works(tmp_path, upstream, idp
 	ttl 10m
 	connect 127.0.0.1:{pg.port}
 }}"""
-    site = make_site(tmp_path / "caddy", upstream, idp_factory, request, iap_extra=credentials)
+    site = make_site(tmp_path / "caddy", upstream, idp_factory, request, iap_extra=credentials,
+                     login_extra="cosmos_endpoint https://cosmos.example.test:8081/")
     signed_in_cookies(site, page)
     page.goto(site.url + "/.iap/")
+    # The Cosmos DB gateway is listed with how to point the SDK at it.
+    assert page.inner_text(".cosmos-endpoint") == 'CosmosClient("https://cosmos.example.test:8081/", credential=your_token_credential)'
+    page.screenshot(path=str(artifacts_dir / "4-access-page-databases.png"))
     page.click(f"#psql-{DB}")
     page.wait_for_selector("#psql")
     command = page.inner_text("#psql")
-    page.screenshot(path=str(artifacts_dir / "4-psql-command.png"))
+    page.screenshot(path=str(artifacts_dir / "5-psql-command.png"))
     assert command.startswith("PGPASSWORD='") and f"dbname={DB}" in command
     assert "Valid until" in page.inner_text("#message")
 
