@@ -353,6 +353,34 @@ def test_the_return_url_stays_on_this_site(site, page):
         assert urlsplit(page.url).netloc == urlsplit(site.url).netloc, page.url
 
 
+def b64u_decode(s: str) -> bytes:
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def test_expired_and_idle_sessions_are_refused(site, page):
+    """A session resealed here with the gateway's own key from Caddy storage (so only its times
+    differ) is refused once past its absolute or idle lifetime."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    cookies = signed_in_cookies(site, page)
+    key = base64.b64decode(stored_keys(site).read_text().split()[0])
+    raw = b64u_decode("".join(v for _, v in sorted(cookies.items())))
+    aad = b"caddy-iap session v1"
+    session = json.loads(AESGCM(key).decrypt(raw[4:16], raw[16:], aad))
+    assert session["sub"] == "alice" and session["id_token"].count(".") == 2
+
+    def sealed(**times) -> dict:
+        nonce = secrets.token_bytes(12)
+        body = AESGCM(key).encrypt(nonce, json.dumps(session | times).encode(), aad)
+        return {COOKIE: base64.urlsafe_b64encode(raw[:4] + nonce + body).decode().rstrip("=")}
+
+    now = int(time.time())
+    assert site.get("/orders/7", sealed(seen_at=now - 60)).status_code == 200, "the reseal itself is good"
+    r = site.get("/orders/7", sealed(created_at=now - 13 * 3600, seen_at=now - 60))
+    assert r.status_code == 302 and f"{COOKIE}=; Path=/; Max-Age=0" in r.headers["Set-Cookie"]
+    assert site.get("/orders/7", sealed(seen_at=now - 3601)).status_code == 302, "idle for an hour"
+
+
 # --------------------------------------------------------------------------------------------
 # Key rotation and refresh
 
