@@ -28,7 +28,7 @@ CGO_ENV = CGO_ENABLED=1 CGO_CFLAGS="-O2 -g -DIAP_LIB_STAMP=$(LIB_STAMP)"
 RUST_SOURCES := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock
 GO_SOURCES := $(shell find go-module -name '*.go' -o -name go.mod -o -name go.sum)
 
-.PHONY: all caddy lib header header-check run test lint test-rust test-go test-e2e fuzz leakcheck bench bench-peers bench-postgres bench-cosmos soak clean
+.PHONY: all caddy lib header header-check run test lint test-rust test-go test-e2e fuzz leakcheck bench bench-peers bench-miss-profile bench-postgres bench-cosmos soak clean
 
 all: caddy
 
@@ -109,6 +109,16 @@ bench:
 # not serve ggicci/caddy-jwt: CADDY_JWT_SRC=<checkout of its v1.1.1 tag> builds it, without it that
 # row says it was not built. BENCH_ARGS=--quick for a short smoke run.
 BENCH_ARGS ?=
+# Where a cache miss's CPU goes inside the running proxy (perf; docs/profiling.md). Needs a
+# binary with symbols: xcaddy strips unless its go build flags are given.
+bench-miss-profile: bin/caddy $(XCADDY)
+	@command -v perf >/dev/null || { echo "perf is missing: apt-get install -y linux-perf" >&2; exit 1; }
+	$(CGO_ENV) XCADDY_GO_BUILD_FLAGS=-trimpath $(XCADDY) build $(CADDY_VERSION) --output bin/caddy-symbols \
+	  --with $(GO_MODULE)@$(GO_MODULE_VERSION)=./go-module \
+	  --with github.com/mholt/caddy-l4@$(CADDY_L4_VERSION)
+	bash tests/run-e2e.sh --collect-only -q >/dev/null  # installs the test venv
+	tests/.venv/bin/python tests/bench/miss_profile.py --caddy bin/caddy-symbols $(BENCH_ARGS)
+
 bench-peers: bin/caddy $(XCADDY)
 	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 	@test -x $(GOBIN)/vegeta || go install github.com/tsenart/vegeta/v12@v12.13.0

@@ -1,0 +1,108 @@
+"""Where a cache miss's CPU goes inside the running proxy: perf profiles of caddy-iap under wrk
+with one hot RS256 token and with distinct RS256 tokens, split into ring (the crypto library),
+the rest of the Rust engine, libc's allocator and memory routines, and everything else (Go,
+kernel), per request.
+
+    tests/.venv/bin/python tests/bench/miss_profile.py --caddy PATH [--duration S]
+    make bench-miss-profile     (builds an optimized bin/caddy-symbols with symbols first)
+
+The binary needs symbols (xcaddy strips by default; the Makefile target builds with
+XCADDY_GO_BUILD_FLAGS=-trimpath) and `perf` (linux-perf). Same setup as peers.py: the proxy on
+CPU 0, wrk and the upstream on CPU 1. The miss's own cost is the difference of the two runs per
+request; "× ring" compares what the engine adds on a miss (Rust + libc) with ring's part of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import CADDY, LOAD_CPU, Bench, Keys, Server, iap_site, make_tokens  # noqa: E402
+
+# libc routines the Rust side calls (Go has its own allocator and memmove).
+LIBC = {"malloc", "_int_malloc", "cfree@GLIBC_2.2.5", "_int_free", "sysmalloc", "malloc_consolidate",
+        "realloc", "_int_realloc", "unlink_chunk.isra.0", "__memmove_avx_unaligned_erms",
+        "__memcmp_avx2_movbe", "__memcpy_avx_unaligned_erms", "__memset_avx2_unaligned_erms"}
+HZ = 2000
+
+
+def group(sym: str) -> str:
+    if sym.startswith("ring"):
+        return "ring"
+    if sym in LIBC:
+        return "libc"
+    # Rust symbols are paths (a::b); Go's carry a package path with '/' or start with runtime.
+    if ("::" in sym and "/" not in sym and not sym.startswith("runtime")) or sym.startswith(("iap_", "<")):
+        return "rust"
+    return "other"
+
+
+def samples(data: Path) -> list[tuple[int, str]]:
+    out = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--sort", "sym", "-g", "none", "-n"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = []
+    for line in out.splitlines():
+        m = re.match(r"\s+[\d.]+%\s+(\d+)\s+\[.\]\s+(.*)", line)
+        if m:
+            rows.append((int(m.group(1)), m.group(2).strip()))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--caddy", default=str(CADDY), help="a bin/caddy with symbols")
+    ap.add_argument("--duration", type=int, default=8)
+    args = ap.parse_args()
+    work = Path(f"/tmp/iap-miss-profile-{uuid.uuid4().hex[:6]}")
+    work.mkdir(parents=True)
+    keys = Keys(work)
+
+    class WrkArgs:
+        threads, connections, duration = 1, 32, args.duration
+
+    bench = Bench(WrkArgs, work)
+    up = Server(work, "upstream", CADDY, '\trespond "ok" 200', cpu=LOAD_CPU).start()
+    srv = Server(work, "iap", Path(args.caddy), iap_site(f"127.0.0.1:{up.port}", keys)).start()
+    try:
+        hot = work / "hot.txt"
+        hot.write_text(make_tokens(keys, "RS256", 1, "hot")[0] + "\n")
+        distinct = work / "distinct.txt"
+        distinct.write_text("\n".join(make_tokens(keys, "RS256", 12_000 * args.duration, "d")) + "\n")
+        per_req: dict[str, dict[str, float]] = {}
+        top: list[tuple[float, str]] = []
+        for name, tokens in (("hot", hot), ("distinct", distinct)):
+            bench.wrk(srv.url, hot, 1)  # warm the process, never the measured tokens
+            data = work / f"perf-{name}.data"
+            rec = subprocess.Popen(["perf", "record", "-F", str(HZ), "-o", str(data), "-p", str(srv.pid)],
+                                   stderr=subprocess.DEVNULL)
+            r = bench.wrk(srv.url, tokens, args.duration)
+            rec.send_signal(2)
+            rec.wait()
+            us = 1e6 / HZ / r["requests"]
+            g = {"ring": 0.0, "rust": 0.0, "libc": 0.0, "other": 0.0}
+            for n, sym in samples(data):
+                g[group(sym)] += n * us
+                if name == "distinct" and group(sym) != "other":
+                    top.append((n * us, sym))
+            per_req[name] = g
+            print(f"{name}: {r['rps']:.0f} req/s; µs per request: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in g.items()) + f"; total {sum(g.values()):.1f}", flush=True)
+        extra = {k: per_req["distinct"][k] - per_req["hot"][k] for k in ("ring", "rust", "libc")}
+        engine = sum(extra.values())
+        print(f"a miss adds, in the engine: ring {extra['ring']:.2f} µs, other Rust {extra['rust']:.2f} µs,"
+              f" libc {extra['libc']:.2f} µs = {engine:.2f} µs, {engine / extra['ring']:.2f}× ring's part")
+        print("top engine symbols on the distinct run (µs per request):")
+        for us, sym in sorted(top, reverse=True)[:15]:
+            print(f"  {us:6.2f}  {sym[:100]}")
+    finally:
+        srv.stop()
+        up.stop()
+
+
+if __name__ == "__main__":
+    main()
