@@ -159,7 +159,7 @@ pub struct SignIn {
     life: Lifetimes,
     login_timeout: u64,
     keys: Keyring,
-    configured: Option<Endpoints>,
+    configured: Option<Arc<Endpoints>>,
     /// Discovered endpoints, or the time discovery last failed.
     discovered: RwLock<Option<Result<Arc<Endpoints>, u64>>>,
     agent: ureq::Agent,
@@ -259,7 +259,7 @@ impl SignIn {
             },
             login_timeout: config.login_timeout_secs,
             keys,
-            configured: config.endpoints,
+            configured: config.endpoints.map(Arc::new),
             discovered: RwLock::new(None),
             agent: provider::agent(Duration::from_millis(
                 config.fetch_timeout_ms.clamp(100, 60_000),
@@ -617,7 +617,7 @@ impl SignIn {
 
     fn endpoints(&self, now: u64) -> Result<Arc<Endpoints>, ProviderError> {
         if let Some(e) = &self.configured {
-            return Ok(Arc::new(e.clone()));
+            return Ok(e.clone());
         }
         match &*self.discovered.read() {
             Some(Ok(e)) => return Ok(e.clone()),

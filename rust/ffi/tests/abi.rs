@@ -3,6 +3,7 @@
 
 #[path = "../../core/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::mem::MaybeUninit;
 use std::ptr;
@@ -10,6 +11,7 @@ use std::ptr;
 use caddy_iap::*;
 use common::{KeyKind, Signer};
 use serde_json::json;
+use support::new_engine;
 
 const ISS: &str = "https://idp.example.com/";
 
@@ -20,27 +22,6 @@ fn config() -> String {
         "allow": [{"role": "reader", "methods": ["GET"], "paths": ["/items/*"]}],
     })
     .to_string()
-}
-
-fn new_engine(json: &str) -> Result<*const iap_engine, (iap_result, String)> {
-    let mut err = vec![0u8; 512];
-    let mut written = 0usize;
-    let mut engine = ptr::null();
-    let rc = iap_engine_new(
-        json.as_ptr(),
-        json.len(),
-        err.as_mut_ptr(),
-        err.len(),
-        &mut written,
-        &mut engine,
-    );
-    if rc == iap_result::Ok {
-        assert!(!engine.is_null());
-        Ok(engine)
-    } else {
-        assert!(engine.is_null(), "out-parameter written only on success");
-        Err((rc, String::from_utf8(err[..written].to_vec()).unwrap()))
-    }
 }
 
 /// Copies a borrowed view out, as the Go side does.

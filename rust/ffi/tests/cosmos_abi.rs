@@ -3,6 +3,7 @@
 
 #[path = "../../core/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::mem::MaybeUninit;
 use std::ptr;
@@ -18,22 +19,10 @@ const KEY: &str =
     "q2Zu2m7dC8m2bYlq0oHn4k3p6Jw5sXr1TgEaVhUyNfQiLcKbOzPjRdWeMtAxS9G0F1H2I3J4K5L6M7N8O9P0Qw==";
 
 fn engine() -> *const iap_engine {
-    let json = json!({
+    support::engine(&json!({
         "issuers": [{"issuer": ISS, "audiences": ["cosmos"], "keys": {"pem": [KeyKind::Es256.public_pem()]}}],
         "roles": [{"role": "reader", "when": [{"claim": "groups", "op": "contains", "value": "readers"}]}],
-    })
-    .to_string();
-    let mut engine = ptr::null();
-    let rc = iap_engine_new(
-        json.as_ptr(),
-        json.len(),
-        ptr::null_mut(),
-        0,
-        ptr::null_mut(),
-        &mut engine,
-    );
-    assert_eq!(rc, iap_result::Ok);
-    engine
+    }))
 }
 
 fn gateway(

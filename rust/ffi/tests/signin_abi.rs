@@ -5,6 +5,7 @@
 
 #[path = "../../core/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::mem::MaybeUninit;
 use std::ptr;
@@ -17,26 +18,14 @@ const ISS: &str = "https://idp.example.com/";
 const CLIENT: &str = "gateway";
 
 fn engine() -> *const iap_engine {
-    let json = json!({
+    support::engine(&json!({
         "issuers": [{
             "issuer": ISS, "audiences": ["api"], "login_client_id": CLIENT,
             "keys": {"pem": [KeyKind::Es256.public_pem()]},
         }],
         "roles": [{"role": "reader", "when": [{"claim": "groups", "op": "contains", "value": "readers"}]}],
         "allow": [{"role": "reader", "methods": ["GET"], "paths": ["/*"]}],
-    })
-    .to_string();
-    let mut engine = ptr::null();
-    let rc = iap_engine_new(
-        json.as_ptr(),
-        json.len(),
-        ptr::null_mut(),
-        0,
-        ptr::null_mut(),
-        &mut engine,
-    );
-    assert_eq!(rc, iap_result::Ok);
-    engine
+    }))
 }
 
 fn config() -> String {
