@@ -23,7 +23,7 @@ more per request than wrk, gets CPU 1 alone and its section's upstream shares CP
 Then: a fixed-rate run (vegeta) of plain Caddy and caddy-iap's hot token at half of plain Caddy's
 measured saturation rate (p99 added latency); memory with many distinct tokens; a flood of unknown
 `kid`s against a counting JWKS server (at most one key-set fetch per `kid_miss_cooldown`); the
-criterion curves (role rules 10 -> 1,000; cold RS256 against ring's verify). Writes docs/benchmarks.md.
+criterion curves (role rules 10 -> 1,000; cold RS256 against the crypto library's verify). Writes docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -798,23 +798,27 @@ def compute_targets(ctx: dict) -> list[str]:
         t.append(f"hot token ≥ 90% of plain Caddy: {ratio * 100:.0f}% by req/s, {cpu_ratio * 100:.0f}% by CPU per"
                  f" request — {'met' if min(ratio, cpu_ratio) >= 0.9 else 'met by one measure only' if max(ratio, cpu_ratio) >= 0.9 else 'missed'}")
     c = ctx.get("criterion") or {}
-    cold, ring = c.get("validate/cold/RS256"), c.get("validate/ring_verify/RS256")
-    if iap_rs and iap_hot and cold and ring:
-        extra = iap_rs["cpu_us_per_req"] - iap_hot["cpu_us_per_req"]
-        whole = (f"the whole process's CPU per request differs by {extra:.1f} µs ({iap_rs['cpu_us_per_req']:.1f}"
-                 f" vs {iap_hot['cpu_us_per_req']:.1f}), a difference of two noisy measurements")
-        if iap_rs.get("decide_us_per_req") and iap_hot.get("decide_us_per_req"):
+    cold = c.get("validate/cold/RS256")
+    lib, floor = c.get("validate/lib_verify/RS256"), c.get("validate/lib_verify_parsed/RS256")
+    if cold and lib and floor:
+        # Judged three ways, each a ratio of two numbers taken the same way: criterion against the
+        # library's one-shot verify (key bytes in, as a caller holding a JWKS calls it) and against
+        # its verify with a key parsed beforehand (its floor, the call the engine makes); and the
+        # engine call's CPU inside the running proxy against the one-shot verify in criterion.
+        ratios = [("criterion vs one-shot verify", cold / lib), ("criterion vs pre-parsed-key verify", cold / floor)]
+        text = (f"in criterion a cold validation is {cold:.1f} µs = {cold / lib:.2f}× aws-lc-rs's one-shot RS256"
+                f" verify ({lib:.1f} µs) and {cold / floor:.2f}× its verify with a pre-parsed key ({floor:.1f} µs)")
+        if iap_rs and iap_hot and iap_rs.get("decide_us_per_req") and iap_hot.get("decide_us_per_req"):
             miss = iap_rs["decide_us_per_req"] - iap_hot["decide_us_per_req"]
-            t.append(f"distinct RS256 within 1.2× of the crypto library's verify: inside the running proxy a miss"
-                     f" costs {miss:.1f} µs of CPU more than a hit in the engine call ({iap_rs['decide_us_per_req']:.1f}"
-                     f" vs {iap_hot['decide_us_per_req']:.1f} µs, Go CPU profiles of the measured runs), ring's RS256"
-                     f" verify alone is {ring:.1f} µs ({miss / ring:.2f}×); in criterion a cold validation is"
-                     f" {cold:.1f} µs = {cold / ring:.2f}× ring — {'met' if miss / ring <= 1.2 else 'missed'}"
-                     f" ({whole})")
-        else:
-            t.append(f"distinct RS256 within 1.2× of the crypto library's verify: {whole}, {extra / ring:.2f}× ring's"
-                     f" {ring:.1f} µs verify; in criterion a cold validation is {cold:.1f} µs = {cold / ring:.2f}× ring"
-                     f" — {'met' if extra / ring <= 1.2 else 'missed'}")
+            ratios.append(("in the proxy vs one-shot verify", miss / lib))
+            text += (f"; inside the running proxy a miss costs {miss:.1f} µs of engine CPU more than a hit"
+                     f" ({iap_rs['decide_us_per_req']:.1f} vs {iap_hot['decide_us_per_req']:.1f} µs, Go CPU profiles"
+                     f" of the measured runs) = {miss / lib:.2f}× the one-shot verify (cold caches between"
+                     f" requests slow the library's part too: docs/profiling.md)")
+        met = [name for name, r in ratios if r <= 1.2]
+        verdict = ("met" if len(met) == len(ratios) else "missed" if not met else
+                   "met by " + ", ".join(met) + "; missed by " + ", ".join(n for n, _ in ratios if n not in met))
+        t.append(f"distinct RS256 within 1.2× of the crypto library's verify: {text} — {verdict}")
     for label, mine, names in (("hot RS256", iap_hot, ("caddy-jwt, hot RS256 token", "caddy-security, hot RS256 token")),
                                ("distinct RS256", iap_rs, ("caddy-jwt, distinct RS256 tokens",
                                                            "caddy-security, distinct RS256 tokens")),

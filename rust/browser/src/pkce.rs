@@ -1,9 +1,9 @@
 //! PKCE (RFC 7636, S256 only) and the random values of an authorization request.
 
+use aws_lc_rs::digest::{SHA256, digest};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::digest::{SHA256, digest};
-use ring::rand::{SecureRandom, SystemRandom};
 
 /// 32 random bytes, base64url: a code verifier (43 characters), `state` or `nonce`.
 pub fn random_token() -> Option<String> {

@@ -80,6 +80,7 @@ pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
         .max_redirects(0)
         .http_status_as_error(false)
         .user_agent(concat!("caddy-iap/", env!("CARGO_PKG_VERSION")))
+        .tls_config(caddy_iap_core::tls_config())
         .build()
         .into()
 }

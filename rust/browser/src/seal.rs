@@ -6,11 +6,11 @@
 //! does not open for another. Nonces are random (96 bits); with one key sealing far fewer than
 //! 2^32 values before rotation, a collision is negligible.
 
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::digest::{SHA256, digest};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::digest::{SHA256, digest};
-use ring::rand::{SecureRandom, SystemRandom};
 
 const KEY_ID_LEN: usize = 4;
 const TAG_LEN: usize = 16;

@@ -677,10 +677,11 @@ impl SignIn {
                 true,
             ));
         };
-        let key: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, refresh_token.as_bytes())
-            .as_ref()
-            .try_into()
-            .expect("SHA-256 is 32 bytes");
+        let key: [u8; 32] =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, refresh_token.as_bytes())
+                .as_ref()
+                .try_into()
+                .expect("SHA-256 is 32 bytes");
         let slot = {
             let mut all = self.refreshes.lock();
             if all.len() >= USED_STATES {

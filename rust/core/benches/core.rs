@@ -1,6 +1,8 @@
-//! Criterion benchmarks of the core paths, each next to ring's raw verify cost for the same
-//! key, measured in the same run:
-//! - cold validation (cache off) per algorithm vs `ring` verify alone;
+//! Criterion benchmarks of the core paths, each next to the crypto library's (aws-lc-rs) own
+//! verify cost for the same key, measured in the same run:
+//! - cold validation (cache off) per algorithm vs the library's verify alone, both one-shot
+//!   (`lib_verify`: key bytes in, as a caller holding a JWKS would call it) and with a key the
+//!   library parsed beforehand (`lib_verify_parsed`: its floor, what the engine itself calls);
 //! - a cache hit (the hot-token path);
 //! - role mapping cost as the rule count grows 10 → 1,000 (cache off);
 //! - assertion minting (distinct identities, so every call signs).
@@ -76,15 +78,20 @@ fn validation(c: &mut Criterion) {
             b.iter(|| decide(&cold, black_box(&t)))
         });
 
-        // ring alone: the floor for a cold validation with this key.
+        // The crypto library alone, one-shot and with the key parsed beforehand.
         let (input, sig) = t.rsplit_once('.').unwrap();
         use base64::Engine as _;
         let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(sig)
             .unwrap();
-        let jwks = pem_to_raw(kind);
-        g.bench_function(BenchmarkId::new("ring_verify", kind.alg()), |b| {
-            b.iter(|| jwks.verify(input.as_bytes(), black_box(&sig)).is_ok())
+        let unparsed = raw_public_key(kind);
+        assert!(unparsed.verify(input.as_bytes(), &sig).is_ok());
+        g.bench_function(BenchmarkId::new("lib_verify", kind.alg()), |b| {
+            b.iter(|| unparsed.verify(input.as_bytes(), black_box(&sig)).is_ok())
+        });
+        let parsed = unparsed.parse().unwrap();
+        g.bench_function(BenchmarkId::new("lib_verify_parsed", kind.alg()), |b| {
+            b.iter(|| parsed.verify_sig(input.as_bytes(), black_box(&sig)).is_ok())
         });
     }
     let signer = Signer::new(KeyKind::Es256);
@@ -123,27 +130,33 @@ fn minting(c: &mut Criterion) {
     g.finish();
 }
 
-/// The fixture public key as ring sees it, for the raw-verify baseline.
-fn pem_to_raw(kind: KeyKind) -> ring::signature::UnparsedPublicKey<Vec<u8>> {
+/// The fixture public key in the library's own encoding, for the raw-verify baselines.
+fn raw_public_key(kind: KeyKind) -> aws_lc_rs::signature::UnparsedPublicKey<Vec<u8>> {
     use base64::Engine as _;
     let pem = kind.public_pem();
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     let spki = base64::engine::general_purpose::STANDARD
         .decode(body)
         .unwrap();
-    // SubjectPublicKeyInfo ends with the BIT STRING holding the key ring wants.
-    let (alg, key): (&'static dyn ring::signature::VerificationAlgorithm, Vec<u8>) = match kind {
+    // SubjectPublicKeyInfo ends with the BIT STRING holding the key the library takes.
+    let (alg, key): (
+        &'static dyn aws_lc_rs::signature::VerificationAlgorithm,
+        Vec<u8>,
+    ) = match kind {
         KeyKind::Rs256 => (
-            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
             spki[24..].to_vec(),
         ),
         KeyKind::Es256 => (
-            &ring::signature::ECDSA_P256_SHA256_FIXED,
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
             spki[spki.len() - 65..].to_vec(),
         ),
-        KeyKind::EdDsa => (&ring::signature::ED25519, spki[spki.len() - 32..].to_vec()),
+        KeyKind::EdDsa => (
+            &aws_lc_rs::signature::ED25519,
+            spki[spki.len() - 32..].to_vec(),
+        ),
     };
-    ring::signature::UnparsedPublicKey::new(alg, key)
+    aws_lc_rs::signature::UnparsedPublicKey::new(alg, key)
 }
 
 criterion_group!(benches, validation, role_rules, minting);

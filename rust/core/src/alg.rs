@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use ring::signature::{self, VerificationAlgorithm};
+use aws_lc_rs::signature::{self, VerificationAlgorithm};
 
 /// A JWS `alg` we can verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,8 +80,8 @@ impl Alg {
         }
     }
 
-    /// ring's verifier. The RSA ones refuse moduli under 2048 bits.
-    pub(crate) fn ring_verifier(self) -> &'static dyn VerificationAlgorithm {
+    /// The crypto library's verifier. The RSA ones refuse moduli under 2048 bits.
+    pub(crate) fn verifier(self) -> &'static dyn VerificationAlgorithm {
         match self {
             Self::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
             Self::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,

@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
+use aws_lc_rs::digest::{Context, SHA256};
 use quick_cache::sync::Cache;
-use ring::digest::{Context, SHA256};
 
 use crate::engine::{Identity, TokenSource};
 

@@ -5,7 +5,10 @@
 
 use std::fmt::{self, Debug};
 use std::io::Read;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use rustls::crypto::CryptoProvider;
 
 /// Why a fetch failed. Carries no response body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +47,19 @@ pub trait KeyFetcher: Send + Sync + Debug {
     ) -> Result<FetchResponse, FetchError>;
 }
 
-/// The production fetcher: ureq over rustls (ring provider, webpki roots), no redirects to
+/// TLS for every outbound HTTPS call the gateway makes (key sets, discovery, token endpoints):
+/// rustls on aws-lc-rs, the tree's one crypto provider, with the webpki roots. ureq is built
+/// without a provider of its own, so an agent not given this one fails instead of quietly
+/// bringing in a second crypto library.
+pub fn tls_config() -> ureq::tls::TlsConfig {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    let provider = PROVIDER.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    ureq::tls::TlsConfig::builder()
+        .unversioned_rustls_crypto_provider(Arc::clone(provider))
+        .build()
+}
+
+/// The production fetcher: ureq over rustls ([`tls_config`]: aws-lc-rs, webpki roots), no redirects to
 /// plain HTTP, one global deadline per fetch.
 #[derive(Default)]
 pub struct HttpFetcher {
@@ -77,6 +92,7 @@ impl KeyFetcher for HttpFetcher {
             .https_only(!loopback)
             .max_redirects(if loopback { 0 } else { 3 })
             .user_agent(concat!("caddy-iap/", env!("CARGO_PKG_VERSION")))
+            .tls_config(tls_config())
             .build()
             .into();
         let mut resp = agent

@@ -8,9 +8,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+use aws_lc_rs::signature::ParsedPublicKey;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use ring::signature::UnparsedPublicKey;
 use serde_json::{Map, Value};
 
 use crate::alg::{Alg, KeyFamily};
@@ -21,16 +21,27 @@ use crate::json::parse_object;
 mod tests;
 
 /// One public key bound to exactly one algorithm.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct VerifyingKey {
     /// `kid`, if the key has one.
     pub kid: Option<String>,
     /// The one algorithm this key verifies.
     pub alg: Alg,
-    /// The key as ring's verifier for `alg` takes it: DER `RSAPublicKey` for RSA, the uncompressed
-    /// point `04 || x || y` for ECDSA, the 32-byte public key for Ed25519.
+    /// The key as the verifier for `alg` takes it: DER `RSAPublicKey` for RSA, the uncompressed
+    /// point `04 || x || y` for ECDSA, the 32-byte public key for Ed25519. Kept for equality.
     public: Box<[u8]>,
+    /// The same key parsed once, at load: an RSA key keeps its Montgomery constants, an EC point
+    /// is checked to be on the curve, so a verification does neither again.
+    parsed: ParsedPublicKey,
 }
+
+impl PartialEq for VerifyingKey {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.kid, self.alg, &self.public) == (&other.kid, other.alg, &other.public)
+    }
+}
+
+impl Eq for VerifyingKey {}
 
 impl VerifyingKey {
     /// Verifies `signature` over `message` with algorithm `alg`, which must equal `self.alg`.
@@ -40,9 +51,22 @@ impl VerifyingKey {
                 alg: alg.as_str().into(),
             });
         }
-        UnparsedPublicKey::new(alg.ring_verifier(), &*self.public)
-            .verify(message, signature)
+        self.parsed
+            .verify_sig(message, signature)
             .map_err(|_| TokenError::BadSignature)
+    }
+
+    /// A key from its verifier-ready encoding, parsed by the crypto library now so that a key
+    /// it would refuse is skipped at load rather than failing every verification.
+    fn new(kid: Option<String>, alg: Alg, public: Box<[u8]>) -> Result<Self, String> {
+        let parsed = ParsedPublicKey::new(alg.verifier(), &*public)
+            .map_err(|e| format!("the crypto library refuses the {alg} key: {e}"))?;
+        Ok(Self {
+            kid,
+            alg,
+            public,
+            parsed,
+        })
     }
 
     /// An RSA key from big-endian `n` and `e` (leading zero bytes allowed), for `alg`.
@@ -57,7 +81,7 @@ impl VerifyingKey {
         if n.last().is_some_and(|b| b & 1 == 0) {
             return Err("RSA modulus is even".into());
         }
-        // ring's bounds: odd, at least 3, below 2^33 (which also caps verification cost). More
+        // The verifiers' bounds (ring's, kept with aws-lc-rs): odd, at least 3, below 2^33 (which also caps verification cost). More
         // than 5 bytes is over the bound; 0 stands for it.
         let e_value = if e.len() <= 5 {
             e.iter().fold(0u64, |v, &b| v << 8 | u64::from(b))
@@ -76,11 +100,7 @@ impl VerifyingKey {
         let mut public = Vec::with_capacity(body.len() + 4);
         der_put_header(&mut public, SEQUENCE, body.len());
         public.extend_from_slice(&body);
-        Ok(Self {
-            kid,
-            alg,
-            public: public.into(),
-        })
+        Self::new(kid, alg, public.into())
     }
 
     /// An ECDSA key from its affine coordinates, each exactly `len` bytes, for `alg`.
@@ -88,12 +108,7 @@ impl VerifyingKey {
         if x.len() != len || y.len() != len {
             return Err(format!("EC coordinates must be {len} bytes each for {alg}"));
         }
-        let public = [&[0x04][..], x, y].concat();
-        Ok(Self {
-            kid,
-            alg,
-            public: public.into(),
-        })
+        Self::new(kid, alg, [&[0x04][..], x, y].concat().into())
     }
 
     /// An Ed25519 key from its 32-byte encoding.
@@ -102,14 +117,10 @@ impl VerifyingKey {
             return Err("Ed25519 public key must be 32 bytes".into());
         }
         if ed25519_small_order(x) {
-            // With such a key ring accepts R = identity, S = 0 over any message.
+            // With such a key ring accepted R = identity, S = 0 over any message.
             return Err("Ed25519 public key is a small-order point".into());
         }
-        Ok(Self {
-            kid,
-            alg: Alg::EdDSA,
-            public: x.into(),
-        })
+        Self::new(kid, Alg::EdDSA, x.into())
     }
 }
 
@@ -185,7 +196,7 @@ const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// Most JWKS entries looked at; the rest are skipped.
 const MAX_JWKS_KEYS: usize = 100;
 
-/// Smallest and largest accepted RSA modulus, in bits (RFC 7518 §3.3; ring's verifiers).
+/// Smallest and largest accepted RSA modulus, in bits (RFC 7518 §3.3; the verifiers' range).
 const MIN_RSA_BITS: usize = 2048;
 const MAX_RSA_BITS: usize = 8192;
 

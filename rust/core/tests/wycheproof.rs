@@ -90,9 +90,9 @@ const JWK_ALLOWED: &[Allowed] = &[
 /// json_web_key_test.json groups (by first tcId) whose key set must yield a usable key; every
 /// other group's key set must be skipped entirely when loading.
 const JWK_GROUPS_WITH_A_KEY: &[u64] = &[
-    1,  // mixed set: the EC public key loads, the oct key is skipped
-    5,  // plain RS256 key
-    22, // EC point off the curve: loads, and ring refuses it when verifying
+    1, // mixed set: the EC public key loads, the oct key is skipped
+    5, // plain RS256 key
+       // (22, an EC point off the curve, is skipped at load: keys are parsed and checked once)
 ];
 
 #[test]

@@ -114,7 +114,8 @@ fn err(field: &'static str, message: impl Into<String>) -> ConfigError {
 
 /// How upstream requests are signed.
 pub(crate) enum Signer {
-    Master(MasterKey),
+    /// Boxed: an HMAC key is over a kilobyte of hash state.
+    Master(Box<MasterKey>),
     Entra(EntraCredential),
 }
 
@@ -179,7 +180,7 @@ impl CosmosConfig {
                     "account key",
                 )?;
                 MasterKey::from_base64(&key)
-                    .map(Signer::Master)
+                    .map(|key| Signer::Master(Box::new(key)))
                     .map_err(|e| err("account_key_env", e.0))
             }
             (Some(e), false) => e.credential(clock).map(Signer::Entra),

@@ -177,6 +177,7 @@ impl EntraCredential {
             .max_redirects(0)
             .http_status_as_error(false)
             .user_agent(concat!("caddy-iap/", env!("CARGO_PKG_VERSION")))
+            .tls_config(caddy_iap_core::tls_config())
             .build()
             .into();
         let result = match &self.source {

@@ -9,12 +9,12 @@
 use std::fmt;
 use std::time::{Duration, UNIX_EPOCH};
 
+use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use ring::hmac;
 use zeroize::Zeroizing;
 
-/// An account key, ready to sign. The key bytes live only inside ring's HMAC state.
+/// An account key, ready to sign. The key bytes live only inside the HMAC state.
 pub struct MasterKey {
     key: hmac::Key,
 }

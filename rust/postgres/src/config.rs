@@ -309,7 +309,7 @@ impl PolicyConfig {
         if roots.is_empty() {
             return Err(err("admin_ca_file", format!("{path} holds no certificate")));
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| err("admin_ca_file", e.to_string()))?

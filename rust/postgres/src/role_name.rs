@@ -1,7 +1,7 @@
 //! The login role name of an identity: readable for the DBA, deterministic, and never the same
 //! for two identities.
 
-use ring::digest;
+use aws_lc_rs::digest;
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1), in bytes.
 pub const MAX_NAME_BYTES: usize = 63;

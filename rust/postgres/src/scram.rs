@@ -7,10 +7,10 @@
 use std::fmt;
 use std::num::NonZeroU32;
 
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::{digest, hmac, pbkdf2};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use ring::rand::{SecureRandom, SystemRandom};
-use ring::{digest, hmac, pbkdf2};
 use zeroize::Zeroizing;
 
 /// A minted password. Wiped from memory when dropped; its `Debug` shows nothing.

@@ -3,11 +3,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use caddy_iap_core::Clock;
-use ring::rand::SystemRandom;
-use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair};
 use serde_json::Value;
 
 /// A fixture file from `tests/data`.
@@ -72,7 +72,6 @@ impl Signer {
                     EcdsaKeyPair::from_pkcs8(
                         &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
                         &pem_der(&fixture("p256.pk8.pem")),
-                        &rng,
                     )
                     .unwrap(),
                 )
@@ -110,7 +109,7 @@ impl Signer {
         let sig = match self.kind {
             KeyKind::Rs256 => {
                 let pair = self.rsa.as_ref().unwrap();
-                let mut sig = vec![0; pair.public().modulus_len()];
+                let mut sig = vec![0; pair.public_modulus_len()];
                 pair.sign(
                     &signature::RSA_PKCS1_SHA256,
                     &self.rng,
