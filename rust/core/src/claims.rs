@@ -5,6 +5,8 @@
 //! NumericDates: non-negative JSON numbers, fractions allowed; `exp` is floored and `nbf`/`iat`
 //! are ceiled so rounding never widens the validity window. All arithmetic saturates.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use crate::error::TokenError;
@@ -26,10 +28,11 @@ pub(crate) struct ClaimsPolicy {
 /// The checked registered claims of a verified token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CheckedClaims {
-    pub(crate) sub: String,
+    // Shared strings already: the identity keeps them as they are.
+    pub(crate) sub: Arc<str>,
     pub(crate) exp: u64,
     pub(crate) iat: Option<u64>,
-    pub(crate) jti: Option<String>,
+    pub(crate) jti: Option<Arc<str>>,
 }
 
 /// Reads `iss` as a single string, for issuer selection before verification.
@@ -53,13 +56,13 @@ pub(crate) fn check(
     let nbf = numeric_date(claims, "nbf", f64::ceil)?;
     let iat = numeric_date(claims, "iat", f64::ceil)?;
     let sub = match claims.get("sub") {
-        Some(Value::String(sub)) if !sub.is_empty() => sub.clone(),
+        Some(Value::String(sub)) if !sub.is_empty() => Arc::from(sub.as_str()),
         Some(_) => return Err(TokenError::ClaimType { claim: "sub" }),
         None => return Err(TokenError::MissingClaim { claim: "sub" }),
     };
     let jti = match claims.get("jti") {
         None => None,
-        Some(Value::String(jti)) => Some(jti.clone()),
+        Some(Value::String(jti)) => Some(Arc::from(jti.as_str())),
         Some(_) => return Err(TokenError::ClaimType { claim: "jti" }),
     };
     let audiences = audiences(claims)?;

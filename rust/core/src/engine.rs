@@ -109,7 +109,7 @@ pub struct Identity {
     /// Identity headers (name, value) for the upstream, computed once per verification.
     pub(crate) headers: Vec<(Arc<str>, Arc<str>)>,
     /// The claim values the role rules look at, for denial logs (`groups=[a,b]`).
-    pub(crate) claims_summary: Box<str>,
+    pub(crate) claims_summary: String,
 }
 
 impl Identity {
@@ -434,7 +434,7 @@ impl Engine {
             role_set: RoleSet::default(),
             fingerprint: [0; 32],
             headers: Vec::new(),
-            claims_summary: "".into(),
+            claims_summary: String::new(),
         };
         minter.mint(&identity, now).map(|m| m.token)
     }
@@ -567,30 +567,24 @@ impl Engine {
             .iter()
             .map(|i| self.names.name(i).clone())
             .collect();
-        let subject: Arc<str> = checked.sub.into();
+        let subject = checked.sub;
         let email = string("email");
         let name = string("name");
 
-        let mut fp = Context::new(&SHA256);
-        for part in [
-            Some(&issuer.name),
-            Some(&subject),
-            email.as_ref(),
-            name.as_ref(),
-        ] {
-            let part = part.map_or(&b""[..], |p| p.as_bytes());
-            fp.update(&(part.len() as u64).to_be_bytes());
-            fp.update(part);
-        }
-        for role in &roles {
-            fp.update(&(role.len() as u64).to_be_bytes());
-            fp.update(role.as_bytes());
-        }
-        // The assertion's exp is capped by the token's, so a cached one is only reused for
-        // tokens expiring at the same time.
-        fp.update(&checked.exp.to_be_bytes());
-        let mut fingerprint = [0u8; 32];
-        fingerprint.copy_from_slice(fp.finish().as_ref());
+        // Only the assertion cache reads the fingerprint: without a minter it is not worth a hash.
+        let fingerprint = match self.minter {
+            Some(_) => assertion_fingerprint(
+                [
+                    Some(&issuer.name),
+                    Some(&subject),
+                    email.as_ref(),
+                    name.as_ref(),
+                ],
+                &roles,
+                checked.exp,
+            ),
+            None => [0; 32],
+        };
 
         let [user_h, email_h, roles_h] = &self.header_names;
         let mut headers = Vec::with_capacity(3);
@@ -603,8 +597,14 @@ impl Engine {
             headers.push((email_h.clone(), email.clone()));
         }
         if !roles_h.is_empty() {
-            let joined: Vec<&str> = roles.iter().map(|r| &**r).collect();
-            headers.push((roles_h.clone(), joined.join(",").into()));
+            let mut joined = String::with_capacity(roles.iter().map(|r| r.len() + 1).sum());
+            for (i, role) in roles.iter().enumerate() {
+                if i > 0 {
+                    joined.push(',');
+                }
+                joined.push_str(role);
+            }
+            headers.push((roles_h.clone(), joined.into()));
         }
         Identity {
             issuer: issuer.name.clone(),
@@ -615,11 +615,11 @@ impl Engine {
             expires_at: checked.exp,
             kid: kid.map(Arc::from),
             alg,
-            jti: checked.jti.map(Arc::from),
+            jti: checked.jti,
             role_set,
             fingerprint,
             headers,
-            claims_summary: self.roles.explain(claims).into(),
+            claims_summary: self.roles.explain(claims),
         }
     }
 
@@ -780,6 +780,22 @@ fn compile_issuer(
         id_token_policy,
         keys: Arc::new(keys),
     })
+}
+
+/// The assertion cache's key for an identity: who (issuer, subject, email, name, each length-
+/// prefixed so no two differ only in where one ends), its roles, and the token's `exp` (the
+/// assertion's exp is capped by it, so a cached one is only reused for tokens expiring then).
+fn assertion_fingerprint(who: [Option<&Arc<str>>; 4], roles: &[Arc<str>], exp: u64) -> [u8; 32] {
+    let mut fp = Context::new(&SHA256);
+    let parts = who.into_iter().map(|p| p.map_or("", |p| &**p));
+    for part in parts.chain(roles.iter().map(|r| &**r)) {
+        fp.update(&(part.len() as u64).to_be_bytes());
+        fp.update(part.as_bytes());
+    }
+    fp.update(&exp.to_be_bytes());
+    let mut fingerprint = [0u8; 32];
+    fingerprint.copy_from_slice(fp.finish().as_ref());
+    fingerprint
 }
 
 /// A fingerprint of what decides a verification, salting the token cache so entries never

@@ -324,10 +324,16 @@ impl std::error::Error for ConfigError {}
 
 /// Truncates attacker-controlled strings before they reach a log (kid, alg).
 pub(crate) fn truncate_for_log(s: &str) -> String {
+    let mut out = String::new();
+    push_for_log(&mut out, s);
+    out
+}
+
+/// Appends `s` to `out` as [`truncate_for_log`] renders it, without a string of its own.
+pub(crate) fn push_for_log(out: &mut String, s: &str) {
     const MAX: usize = 64;
-    let mut out: String = s.chars().filter(|c| !c.is_control()).take(MAX).collect();
+    out.extend(s.chars().filter(|c| !c.is_control()).take(MAX));
     if s.chars().count() > MAX {
         out.push('…');
     }
-    out
 }

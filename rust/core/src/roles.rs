@@ -25,7 +25,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::config::{AllowRule, ClaimOp, RoleRule};
-use crate::error::{ConfigError, truncate_for_log};
+use crate::error::{ConfigError, push_for_log};
 
 /// Role names interned to small indices, from role rules and allow rules alike.
 #[derive(Debug, Clone, Default)]
@@ -349,7 +349,7 @@ impl RoleMatcher {
                 None => out.push_str("<absent>"),
                 Some(Value::String(s)) => {
                     out.push('[');
-                    out.push_str(&truncate_for_log(s));
+                    push_for_log(&mut out, s);
                     out.push(']');
                 }
                 Some(Value::Array(items)) => {
@@ -363,7 +363,7 @@ impl RoleMatcher {
                             out.push('…');
                             break;
                         }
-                        out.push_str(&truncate_for_log(s));
+                        push_for_log(&mut out, s);
                     }
                     out.push(']');
                 }
