@@ -32,9 +32,10 @@ LIBC = {"malloc", "_int_malloc", "cfree@GLIBC_2.2.5", "_int_free", "sysmalloc", 
 HZ = 2000
 
 
-# aws-lc's exported symbols carry its versioned prefix; its static functions do not, so they are
+# aws-lc's exported symbols carry its versioned prefix (ring_core_ for builds from before ring was
+# replaced); its static functions do not, so they are
 # known by their C names (no Rust "::" and no Go "." in them).
-CRYPTO_PREFIXES = ("aws_lc_", "bn_", "BN_", "RSA_", "rsa_", "sha256_", "SHA256", "EVP_", "ec_", "ecp_nistz256",
+CRYPTO_PREFIXES = ("aws_lc_", "ring_core_", "bn_", "BN_", "RSA_", "rsa_", "sha256_", "SHA256", "EVP_", "ec_", "ecp_nistz256",
                    "p256", "jent_", "rol64", "CRYPTO_", "OPENSSL_", "ed25519", "x25519")
 
 

@@ -6,6 +6,7 @@
 //! key at any depth, and refuses nesting deeper than [`MAX_DEPTH`]. Error details are fixed
 //! strings plus a position; they never quote the input.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -35,6 +36,85 @@ pub(crate) fn parse_object(
     match value {
         Value::Object(map) => Ok(map),
         _ => Err(bad("not a JSON object".into())),
+    }
+}
+
+/// Parses `bytes` as [`parse_object`] does (the same refusals, the same errors) but keeps only
+/// the top-level members named in `names`, in that order, without building a map: for a small
+/// document read for a few members on every request (a token's header). Keys are compared where
+/// they lie in the input; other members' values are still parsed strictly, then dropped.
+pub(crate) fn parse_members<const N: usize>(
+    bytes: &[u8],
+    segment: &'static str,
+    names: [&'static str; N],
+) -> Result<[Option<Value>; N], TokenError> {
+    let bad = |detail: String| TokenError::BadJson { segment, detail };
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(bad("not a JSON object".into()));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let members = Deserializer::deserialize_map(&mut de, MembersVisitor { names })
+        .map_err(|e| bad(e.to_string()))?;
+    de.end().map_err(|e| bad(e.to_string()))?;
+    Ok(members)
+}
+
+/// Visits a top-level object for [`parse_members`].
+struct MembersVisitor<const N: usize> {
+    names: [&'static str; N],
+}
+
+impl<'de, const N: usize> Visitor<'de> for MembersVisitor<N> {
+    type Value = [Option<Value>; N];
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        let child = StrictSeed { depth: 1 }.enter()?;
+        let mut kept: [Option<Value>; N] = std::array::from_fn(|_| None);
+        let mut keys: Vec<Cow<'de, str>> = Vec::new();
+        while let Some(key) = access.next_key_seed(KeySeed)? {
+            let value = access.next_value_seed(child)?;
+            if let Some(i) = self.names.iter().position(|n| *n == key) {
+                kept[i] = Some(value);
+            }
+            keys.push(key);
+        }
+        // Repeated keys anywhere in the object, found by sorting rather than by a map.
+        keys.sort_unstable();
+        if keys.windows(2).any(|w| w[0] == w[1]) {
+            return Err(de::Error::custom("duplicate key"));
+        }
+        Ok(kept)
+    }
+}
+
+/// An object key, borrowed from the input unless it had to be unescaped.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
     }
 }
 

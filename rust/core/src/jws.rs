@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::alg::Alg;
 use crate::error::{TokenError, truncate_for_log};
-use crate::json::parse_object;
+use crate::json::{parse_members, parse_object};
 
 #[cfg(test)]
 mod tests;
@@ -74,6 +74,18 @@ pub fn parse_compact(token: &[u8], max_len: usize) -> Result<CompactJws<'_>, Tok
 /// chosen by the sender; `enc`/`zip` belong to JWE.
 const FORBIDDEN_HEADERS: [&str; 8] = ["crit", "b64", "jwk", "jku", "x5u", "x5c", "enc", "zip"];
 
+/// The header members read: `alg`, `typ`, `kid`, then every forbidden name in its order.
+const HEADER_MEMBERS: [&str; 3 + FORBIDDEN_HEADERS.len()] = {
+    let mut names = [""; 3 + FORBIDDEN_HEADERS.len()];
+    (names[0], names[1], names[2]) = ("alg", "typ", "kid");
+    let mut i = 0;
+    while i < FORBIDDEN_HEADERS.len() {
+        names[3 + i] = FORBIDDEN_HEADERS[i];
+        i += 1;
+    }
+    names
+};
+
 /// Accepted `typ` values, compared case-insensitively (RFC 7515 §4.1.9, RFC 9068).
 const ACCEPTED_TYPES: [&str; 4] = ["JWT", "at+jwt", "application/at+jwt", "application/jwt"];
 
@@ -98,30 +110,32 @@ fn decode(segment: &[u8], name: &'static str) -> Result<Vec<u8>, TokenError> {
         .map_err(|_| TokenError::BadBase64 { segment: name })
 }
 
-/// Checks the decoded protected header and keeps what we use.
+/// Checks the decoded protected header and keeps what we use. Only `alg`, `typ`, `kid` and the
+/// forbidden names are looked at, so the header is read without building a map.
 fn parse_header(bytes: &[u8]) -> Result<Header, TokenError> {
-    let mut header = parse_object(bytes, "header")?;
-    let alg = match header.get("alg") {
+    let [alg, typ, kid, forbidden @ ..] = parse_members(bytes, "header", HEADER_MEMBERS)?;
+    let alg = match alg {
         None => return Err(TokenError::DisallowedAlgorithm { alg: String::new() }),
         Some(Value::String(s)) => {
-            Alg::from_str(s).map_err(|()| TokenError::DisallowedAlgorithm {
-                alg: truncate_for_log(s),
+            Alg::from_str(&s).map_err(|()| TokenError::DisallowedAlgorithm {
+                alg: truncate_for_log(&s),
             })?
         }
         Some(_) => return Err(bad_header("\"alg\" is not a string")),
     };
-    if let Some(name) = FORBIDDEN_HEADERS
+    if let Some((name, _)) = FORBIDDEN_HEADERS
         .into_iter()
-        .find(|name| header.contains_key(*name))
+        .zip(&forbidden)
+        .find(|(_, present)| present.is_some())
     {
         return Err(TokenError::ForbiddenHeader { name });
     }
-    match header.get("typ") {
+    match typ {
         None => {}
-        Some(Value::String(t)) if ACCEPTED_TYPES.iter().any(|a| a.eq_ignore_ascii_case(t)) => {}
+        Some(Value::String(t)) if ACCEPTED_TYPES.iter().any(|a| a.eq_ignore_ascii_case(&t)) => {}
         Some(_) => return Err(TokenError::ForbiddenHeader { name: "typ" }),
     }
-    let kid = match header.remove("kid") {
+    let kid = match kid {
         None => None,
         Some(Value::String(kid)) => Some(kid),
         Some(_) => return Err(bad_header("\"kid\" is not a string")),

@@ -1,17 +1,28 @@
 use serde_json::json;
 
-use super::{MAX_DEPTH, parse_object};
+use super::{MAX_DEPTH, parse_members, parse_object};
 use crate::error::TokenError;
 
-/// The error detail of a refused document (panics if it was accepted).
+/// The error detail of a refused document (panics if it was accepted). The map-free reader must
+/// refuse it too, for the same reason (its position may differ: it finds a repeated top-level
+/// key at the end of the object).
 fn refused(input: &str) -> String {
-    match parse_object(input.as_bytes(), "payload") {
+    let detail = match parse_object(input.as_bytes(), "payload") {
         Err(TokenError::BadJson { segment, detail }) => {
             assert_eq!(segment, "payload");
             detail
         }
         other => panic!("{input:?} gave {other:?}"),
+    };
+    match parse_members(input.as_bytes(), "payload", ["a", "k"]) {
+        Err(TokenError::BadJson { segment, detail: d }) => {
+            assert_eq!(segment, "payload");
+            let reason = |d: &str| d.split(" at line ").next().unwrap().to_owned();
+            assert_eq!(reason(&d), reason(&detail), "{input:?}");
+        }
+        other => panic!("parse_members: {input:?} gave {other:?}"),
     }
+    detail
 }
 
 /// `depth` nested arrays inside a top-level object (total nesting `depth + 1`).
@@ -35,6 +46,18 @@ fn parses_an_object_into_serde_values() {
         parse_object(br#"{"big":18446744073709551615}"#, "p").unwrap()["big"],
         json!(u64::MAX)
     );
+}
+
+#[test]
+fn members_are_read_as_the_map_reads_them() {
+    let doc = br#"{"s":"x\u00e9","n":-1,"a":[1,{"k":[]}],"\u006b":"escaped key","o":{}}"#;
+    let map = parse_object(doc, "p").unwrap();
+    let [s, k, a, missing] = parse_members(doc, "p", ["s", "k", "a", "missing"]).unwrap();
+    assert_eq!(s.as_ref(), map.get("s"));
+    assert_eq!(k, Some(json!("escaped key")));
+    assert_eq!(a.as_ref(), map.get("a"));
+    assert_eq!(missing, None);
+    assert_eq!(parse_members(b" {} ", "p", ["a"]).unwrap(), [None]);
 }
 
 #[test]
