@@ -25,39 +25,44 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import CADDY, LOAD_CPU, Bench, Keys, Server, iap_site, make_tokens  # noqa: E402
 
-# libc routines the Rust side calls (Go has its own allocator and memmove).
-LIBC = {"malloc", "_int_malloc", "cfree@GLIBC_2.2.5", "_int_free", "sysmalloc", "malloc_consolidate",
-        "realloc", "_int_realloc", "unlink_chunk.isra.0", "__memmove_avx_unaligned_erms",
-        "__memcmp_avx2_movbe", "__memcpy_avx_unaligned_erms", "__memset_avx2_unaligned_erms"}
 HZ = 2000
 
 
-# aws-lc's exported symbols carry its versioned prefix (ring_core_ for builds from before ring was
-# replaced); its static functions do not, so they are
-# known by their C names (no Rust "::" and no Go "." in them).
-CRYPTO_PREFIXES = ("aws_lc_", "ring_core_", "bn_", "BN_", "RSA_", "rsa_", "sha256_", "SHA256", "EVP_", "ec_", "ecp_nistz256",
-                   "p256", "jent_", "rol64", "CRYPTO_", "OPENSSL_", "ed25519", "x25519")
+# What is left of the proxy's own binary once Go (package-qualified names, and its assembly
+# bodies and cgo glue) and Rust (paths) are named is C code, and the only C code linked into it
+# is aws-lc (libc is a shared library, told apart by perf's dso column), whose assembly labels
+# carry no common prefix.
+GO_C_PREFIXES = ("runtime", "_cgo", "x_cgo", "crosscall", "__vdso", "_rt0", "gosave", "gogo", "0x", "gcWriteBarrier",
+                 "morestack", "asmcgocall", "systemstack", "mcall", "setg", "debugCall", "callRet", "sigtramp")
 
 
 def group(sym: str) -> str:
-    if sym.startswith(CRYPTO_PREFIXES) and "::" not in sym:
-        return "crypto"
-    if sym in LIBC:
+    if sym.startswith("[k] "):
+        return "other"
+    if sym.startswith("libc:"):
         return "libc"
     # Rust symbols are paths (a::b); Go's carry a package path with '/' or start with runtime.
     if ("::" in sym and "/" not in sym and not sym.startswith("runtime")) or sym.startswith(("iap_", "<")):
         return "rust"
-    return "other"
+    if "." in sym or "/" in sym or sym.startswith(GO_C_PREFIXES) or sym.endswith("body"):
+        return "other"
+    return "crypto"
 
 
 def samples(data: Path) -> list[tuple[int, str]]:
-    out = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--sort", "sym", "-g", "none", "-n"],
-                         capture_output=True, text=True, check=True).stdout
+    """(samples, symbol) per symbol; kernel symbols as "[k] name", libc's as "libc:name"."""
+    out = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--sort", "dso,sym", "-g", "none",
+                          "-n"], capture_output=True, text=True, check=True).stdout
     rows = []
     for line in out.splitlines():
-        m = re.match(r"\s+[\d.]+%\s+(\d+)\s+\[.\]\s+(.*)", line)
+        m = re.match(r"\s+[\d.]+%\s+(\d+)\s+(\S+)\s+\[(.)\]\s+(.*)", line)
         if m:
-            rows.append((int(m.group(1)), m.group(2).strip()))
+            n, dso, space, sym = int(m.group(1)), m.group(2), m.group(3), m.group(4).strip()
+            if space == "k":
+                sym = f"[k] {sym}"
+            elif dso.startswith("libc"):
+                sym = f"libc:{sym}"
+            rows.append((n, sym))
     return rows
 
 
@@ -86,16 +91,20 @@ def main() -> None:
         for name, tokens in (("hot", hot), ("distinct", distinct)):
             bench.wrk(srv.url, hot, 1)  # warm the process, never the measured tokens
             data = work / f"perf-{name}.data"
-            rec = subprocess.Popen(["perf", "record", "-F", str(HZ), "-o", str(data), "-p", str(srv.pid)],
-                                   stderr=subprocess.DEVNULL)
+            # No build-ids: xcaddy builds of different code can carry the same GNU build-id, and
+            # perf would then symbolize with whichever of them its ~/.debug cache saw first.
+            rec = subprocess.Popen(["perf", "record", "--no-buildid", "--no-buildid-cache", "-F", str(HZ),
+                                    "-o", str(data), "-p", str(srv.pid)], stderr=subprocess.DEVNULL)
             r = bench.wrk(srv.url, tokens, args.duration)
             rec.send_signal(2)
+            if r["bad"]:
+                sys.exit(f"{name}: {r['bad']} responses were not 2xx ({r['statuses']}): the profile would be of refusals")
             rec.wait()
             us = 1e6 / HZ / r["requests"]
             g = {"crypto": 0.0, "rust": 0.0, "libc": 0.0, "other": 0.0}
             for n, sym in samples(data):
                 g[group(sym)] += n * us
-                if name == "distinct" and group(sym) != "other":
+                if name == "distinct":
                     top.append((n * us, sym))
             per_req[name] = g
             print(f"{name}: {r['rps']:.0f} req/s; µs per request: "
@@ -104,9 +113,10 @@ def main() -> None:
         engine = sum(extra.values())
         print(f"a miss adds, in the engine: crypto {extra['crypto']:.2f} µs, other Rust {extra['rust']:.2f} µs,"
               f" libc {extra['libc']:.2f} µs = {engine:.2f} µs, {engine / extra['crypto']:.2f}× the crypto part")
-        print("top engine symbols on the distinct run (µs per request):")
-        for us, sym in sorted(top, reverse=True)[:15]:
-            print(f"  {us:6.2f}  {sym[:100]}")
+        for label, pick in (("engine", lambda g: g != "other"), ("other (Go, kernel)", lambda g: g == "other")):
+            print(f"top {label} symbols on the distinct run (µs per request):")
+            for us, sym in sorted((t for t in top if pick(group(t[1]))), reverse=True)[:15]:
+                print(f"  {us:6.2f}  {sym[:100]}")
     finally:
         srv.stop()
         up.stop()
