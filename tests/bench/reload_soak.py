@@ -28,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "e2e"))
 
-from iaplib import AUD, Caddy, IdP, free_port, issuer_block, make_keys, require_caddy  # noqa: E402
+from iaplib import AUD, CLIENTS, Caddy, IdP, free_port, issuer_block, make_keys, require_caddy  # noqa: E402
 
 CONFIGS = [
     # A: a role from groups, an allow rule, an assertion minted per identity.
@@ -62,7 +62,11 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="iap-reload-soak-"))
     make_keys(work / "keys.json", "RS256")
-    idp = IdP(work / "idp", work / "keys.json").start()
+    duration = int(args.reloads * (args.pause + 1.5)) + 10
+    # The one token wrk sends must outlive the run: the IdP's default lifetime (300 s) is shorter
+    # than a 200-reload soak, and expiry would show up as failed requests.
+    clients = {**CLIENTS, "soak": {**CLIENTS["reader"], "access_token_ttl": duration + 120}}
+    idp = IdP(work / "idp", work / "keys.json", clients=clients).start()
     upstream = Caddy(work / "upstream", upstream_address="", iap_config="")
     upstream.text = (f"{{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}}\n"
                      f"http://127.0.0.1:{upstream.port} {{\n\trespond \"ok\" 200\n}}\n")
@@ -77,7 +81,7 @@ def main() -> None:
     try:
         upstream.start()
         site.start()
-        token = idp.token("reader", AUD)
+        token = idp.token("soak", AUD)
         # Both configs allow this token; check before loading it.
         for i, cfg in enumerate(CONFIGS):
             site.reload(issuer_block(idp.issuer) + "\n" + cfg)
@@ -86,7 +90,6 @@ def main() -> None:
         pid = site.proc.pid
         time.sleep(4)  # past the upstream keep-alive timeout
         base_rss, base_fds = proc_stats(pid)
-        duration = int(args.reloads * (args.pause + 1.5)) + 10
         wrk = subprocess.Popen(
             ["wrk", "-t1", f"-c{args.connections}", f"-d{duration}s", "--latency",
              "-H", f"Authorization: Bearer {token}", f"{site.url}/items/1"],
