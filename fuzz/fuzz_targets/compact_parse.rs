@@ -5,8 +5,8 @@
 //! - every segment is canonical base64url: re-encoding the decoded bytes gives the input back
 //!   byte for byte (signing input and signature), so one token has one spelling;
 //! - the signing input is the input up to its second dot;
-//! - the header's `alg` round-trips through its name, and the claims re-serialized and put back
-//!   in a token parse again with the same keys.
+//! - the header's `alg` round-trips through its name, and the claims (when the payload reads as
+//!   an object) re-serialized and put back in a token parse again with the same keys.
 #![no_main]
 
 use base64::Engine as _;
@@ -38,16 +38,23 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(jws.header.alg.as_str().parse::<Alg>(), Ok(jws.header.alg));
 
-    // Claims survive a round trip through serde_json (compared by key: floats may move by one
-    // ulp without serde_json's float_roundtrip feature).
+    // Claims, when the payload is a strict JSON object, survive a round trip through serde_json
+    // (compared by key: floats may move by one ulp without serde_json's float_roundtrip feature).
+    let Ok(claims) = jws.claims() else {
+        return;
+    };
+    let keys: Vec<String> = claims.keys().map(str::to_owned).collect();
     let reencoded = format!(
         "{}.{}.{}",
         std::str::from_utf8(header).unwrap(),
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&jws.claims).unwrap()),
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims.into_serde()).unwrap()),
         std::str::from_utf8(signature).unwrap(),
     );
     let again = parse_compact(reencoded.as_bytes(), usize::MAX)
+        .unwrap_or_else(|e| panic!("re-serialized token is refused: {e}"));
+    let again_claims = again
+        .claims()
         .unwrap_or_else(|e| panic!("re-serialized claims are refused: {e}"));
-    assert!(again.claims.keys().eq(jws.claims.keys()));
+    assert!(again_claims.keys().eq(keys.iter().map(String::as_str)));
     assert_eq!(again.header, jws.header);
 });

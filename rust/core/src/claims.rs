@@ -7,9 +7,8 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
-
 use crate::error::TokenError;
+use crate::json::{Json, JsonObject};
 
 #[cfg(test)]
 mod tests;
@@ -36,9 +35,9 @@ pub(crate) struct CheckedClaims {
 }
 
 /// Reads `iss` as a single string, for issuer selection before verification.
-pub(crate) fn issuer(claims: &Map<String, Value>) -> Result<&str, TokenError> {
+pub(crate) fn issuer<'c>(claims: &'c JsonObject<'_>) -> Result<&'c str, TokenError> {
     match claims.get("iss") {
-        Some(Value::String(iss)) => Ok(iss),
+        Some(Json::String(iss)) => Ok(iss),
         Some(_) => Err(TokenError::ClaimType { claim: "iss" }),
         None => Err(TokenError::MissingClaim { claim: "iss" }),
     }
@@ -46,7 +45,7 @@ pub(crate) fn issuer(claims: &Map<String, Value>) -> Result<&str, TokenError> {
 
 /// Checks every registered claim against `policy` at time `now`.
 pub(crate) fn check(
-    claims: &Map<String, Value>,
+    claims: &JsonObject<'_>,
     policy: &ClaimsPolicy,
     now: u64,
 ) -> Result<CheckedClaims, TokenError> {
@@ -56,13 +55,13 @@ pub(crate) fn check(
     let nbf = numeric_date(claims, "nbf", f64::ceil)?;
     let iat = numeric_date(claims, "iat", f64::ceil)?;
     let sub = match claims.get("sub") {
-        Some(Value::String(sub)) if !sub.is_empty() => Arc::from(sub.as_str()),
+        Some(Json::String(sub)) if !sub.is_empty() => Arc::from(&**sub),
         Some(_) => return Err(TokenError::ClaimType { claim: "sub" }),
         None => return Err(TokenError::MissingClaim { claim: "sub" }),
     };
     let jti = match claims.get("jti") {
         None => None,
-        Some(Value::String(jti)) => Some(Arc::from(jti.as_str())),
+        Some(Json::String(jti)) => Some(Arc::from(&**jti)),
         Some(_) => return Err(TokenError::ClaimType { claim: "jti" }),
     };
     let audiences = audiences(claims)?;
@@ -85,7 +84,7 @@ pub(crate) fn check(
         });
     }
     let matches = |aud: &str| policy.audiences.iter().any(|want| want == aud);
-    if !audiences.iter().filter_map(Value::as_str).any(matches) {
+    if !audiences.iter().filter_map(Json::as_str).any(matches) {
         return Err(TokenError::AudienceMismatch);
     }
     Ok(CheckedClaims { sub, exp, iat, jti })
@@ -94,14 +93,14 @@ pub(crate) fn check(
 /// Reads the optional NumericDate `claim`: a finite, non-negative JSON number, rounded with
 /// `round` and saturated to `u64`.
 fn numeric_date(
-    claims: &Map<String, Value>,
+    claims: &JsonObject<'_>,
     claim: &'static str,
     round: fn(f64) -> f64,
 ) -> Result<Option<u64>, TokenError> {
     let Some(value) = claims.get(claim) else {
         return Ok(None);
     };
-    let Value::Number(n) = value else {
+    let Json::Number(n) = value else {
         return Err(TokenError::ClaimType { claim });
     };
     if let Some(secs) = n.as_u64() {
@@ -115,11 +114,13 @@ fn numeric_date(
 }
 
 /// Reads `aud`, a string or a non-empty array of strings, as a slice of string values.
-fn audiences(claims: &Map<String, Value>) -> Result<&[Value], TokenError> {
+fn audiences<'c>(claims: &'c JsonObject<'_>) -> Result<&'c [Json<'c>], TokenError> {
     match claims.get("aud") {
         None => Err(TokenError::MissingClaim { claim: "aud" }),
-        Some(one @ Value::String(_)) => Ok(std::slice::from_ref(one)),
-        Some(Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_string) => {
+        Some(one @ Json::String(_)) => Ok(std::slice::from_ref(one)),
+        Some(Json::Array(items))
+            if !items.is_empty() && items.iter().all(|i| i.as_str().is_some()) =>
+        {
             Ok(items)
         }
         Some(_) => Err(TokenError::ClaimType { claim: "aud" }),

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_lc_rs::digest::{Context, SHA256};
-use serde_json::{Map, Value};
 
 use crate::alg::Alg;
 use crate::assertion::Minter;
@@ -19,6 +18,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, HeaderNames, IssuerConfig, KeySource};
 use crate::error::{ConfigError, Denial, Error, ReasonCode, TokenError, truncate_for_log};
 use crate::fetch::{HttpFetcher, KeyFetcher};
+use crate::json::{Json, JsonObject};
 use crate::jwk::{parse_jwks, parse_pem};
 use crate::jws::parse_compact;
 use crate::keyset::{FetchStats, IssuerKeys, RefreshPolicy, RemoteSource};
@@ -489,7 +489,8 @@ impl Engine {
         now: u64,
     ) -> Result<(Identity, usize, u64), Error> {
         let jws = parse_compact(token, self.max_token_bytes)?;
-        let iss = claims::issuer(&jws.claims)?;
+        let mut claims = jws.claims()?;
+        let iss = claims::issuer(&claims)?;
         let (index, issuer) = self
             .issuers
             .iter()
@@ -533,13 +534,11 @@ impl Engine {
                 .as_ref()
                 .ok_or(TokenError::UnknownIssuer)?,
         };
-        let checked = claims::check(&jws.claims, policy, now)?;
-        let mut claims = jws.claims;
+        let checked = claims::check(&claims, policy, now)?;
         // "nOAuth": where users can set their own email, an unverified one proves nothing. It
         // is treated as absent for roles, headers and the assertion unless the issuer is
         // configured to vouch for every email it puts in a token.
-        if !issuer.trust_unverified_email
-            && claims.get("email_verified") != Some(&Value::Bool(true))
+        if !issuer.trust_unverified_email && claims.get("email_verified") != Some(&Json::Bool(true))
         {
             claims.remove("email");
         }
@@ -551,7 +550,7 @@ impl Engine {
     fn identity(
         &self,
         issuer: &Issuer,
-        claims: &Map<String, Value>,
+        claims: &JsonObject<'_>,
         checked: claims::CheckedClaims,
         role_set: RoleSet,
         kid: Option<&str>,
@@ -560,7 +559,7 @@ impl Engine {
         let string = |name: &str| {
             claims
                 .get(name)
-                .and_then(Value::as_str)
+                .and_then(Json::as_str)
                 .map(Arc::<str>::from)
         };
         let roles: Vec<Arc<str>> = role_set

@@ -2,9 +2,12 @@
 //!
 //! `serde_json` keeps the last of two equal keys when it builds a `Value` or a map, so two
 //! parsers can read one document differently (RFC 8725bis §2, serde#2897). Everything here goes
-//! through [`StrictSeed`], a seed that builds the same `serde_json::Value` but refuses a repeated
-//! key at any depth, and refuses nesting deeper than [`MAX_DEPTH`]. Error details are fixed
-//! strings plus a position; they never quote the input.
+//! through [`StrictSeed`], which refuses a repeated key at any depth and nesting deeper than
+//! [`MAX_DEPTH`]. Error details are fixed strings plus a position; they never quote the input.
+//!
+//! A document is read into [`Json`], whose strings borrow from the input unless they had escapes:
+//! a token's claims are read on every cache miss, and owned strings and a B-tree cost about half
+//! of a miss's allocations. Cold paths (key sets) turn it into `serde_json` values.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -17,12 +20,133 @@ use crate::error::TokenError;
 #[cfg(test)]
 mod tests;
 
+/// A JSON value, borrowing its strings from the document it was read from.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Json<'a> {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A finite number.
+    Number(Number),
+    /// A string, unescaped.
+    String(Cow<'a, str>),
+    /// An array.
+    Array(Vec<Self>),
+    /// An object without repeated keys.
+    Object(JsonObject<'a>),
+}
+
+/// A JSON object: its members sorted by key, each key once.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JsonObject<'a> {
+    members: Vec<(Cow<'a, str>, Json<'a>)>,
+}
+
+impl<'a> Json<'a> {
+    /// The string, if this is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The object, if this is one.
+    pub fn as_object(&self) -> Option<&JsonObject<'a>> {
+        match self {
+            Self::Object(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// The same value as a `serde_json::Value`.
+    pub fn into_serde(self) -> Value {
+        match self {
+            Self::Null => Value::Null,
+            Self::Bool(b) => Value::Bool(b),
+            Self::Number(n) => Value::Number(n),
+            Self::String(s) => Value::String(s.into_owned()),
+            Self::Array(items) => Value::Array(items.into_iter().map(Self::into_serde).collect()),
+            Self::Object(o) => Value::Object(o.into_serde()),
+        }
+    }
+}
+
+impl<'a> JsonObject<'a> {
+    /// The value of member `key`.
+    pub fn get(&self, key: &str) -> Option<&Json<'a>> {
+        let i = self.position(key).ok()?;
+        Some(&self.members[i].1)
+    }
+
+    /// Takes member `key` out.
+    pub fn remove(&mut self, key: &str) -> Option<Json<'a>> {
+        let i = self.position(key).ok()?;
+        Some(self.members.remove(i).1)
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether there are no members.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The keys, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.members.iter().map(|(k, _)| &**k)
+    }
+
+    /// The same object as a `serde_json` map.
+    pub fn into_serde(self) -> Map<String, Value> {
+        self.members
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v.into_serde()))
+            .collect()
+    }
+
+    fn position(&self, key: &str) -> Result<usize, usize> {
+        self.members.binary_search_by(|(k, _)| (**k).cmp(key))
+    }
+}
+
+impl<'a> From<&'a Value> for Json<'a> {
+    /// Borrows a `serde_json` value (for callers holding one, e.g. tests built with `json!`).
+    fn from(value: &'a Value) -> Self {
+        match value {
+            Value::Null => Self::Null,
+            Value::Bool(b) => Self::Bool(*b),
+            Value::Number(n) => Self::Number(n.clone()),
+            Value::String(s) => Self::String(Cow::Borrowed(s)),
+            Value::Array(items) => Self::Array(items.iter().map(Self::from).collect()),
+            Value::Object(map) => Self::Object(JsonObject::from(map)),
+        }
+    }
+}
+
+impl<'a> From<&'a Map<String, Value>> for JsonObject<'a> {
+    /// Borrows a `serde_json` map (its keys are unique already).
+    fn from(map: &'a Map<String, Value>) -> Self {
+        let mut members: Vec<_> = map
+            .iter()
+            .map(|(k, v)| (Cow::Borrowed(k.as_str()), Json::from(v)))
+            .collect();
+        members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Self { members }
+    }
+}
+
 /// Parses `bytes` as one JSON object, refusing duplicate keys at any depth, nesting deeper than
 /// [`MAX_DEPTH`], and trailing data. `segment` names the part for the error.
-pub(crate) fn parse_object(
-    bytes: &[u8],
+pub(crate) fn parse_object<'a>(
+    bytes: &'a [u8],
     segment: &'static str,
-) -> Result<Map<String, Value>, TokenError> {
+) -> Result<JsonObject<'a>, TokenError> {
     let bad = |detail: String| TokenError::BadJson { segment, detail };
     // Checked up front so a scalar or array is never parsed (and serde never reports its value).
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -34,60 +158,8 @@ pub(crate) fn parse_object(
         .map_err(|e| bad(e.to_string()))?;
     de.end().map_err(|e| bad(e.to_string()))?;
     match value {
-        Value::Object(map) => Ok(map),
+        Json::Object(object) => Ok(object),
         _ => Err(bad("not a JSON object".into())),
-    }
-}
-
-/// Parses `bytes` as [`parse_object`] does (the same refusals, the same errors) but keeps only
-/// the top-level members named in `names`, in that order, without building a map: for a small
-/// document read for a few members on every request (a token's header). Keys are compared where
-/// they lie in the input; other members' values are still parsed strictly, then dropped.
-pub(crate) fn parse_members<const N: usize>(
-    bytes: &[u8],
-    segment: &'static str,
-    names: [&'static str; N],
-) -> Result<[Option<Value>; N], TokenError> {
-    let bad = |detail: String| TokenError::BadJson { segment, detail };
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(bad("not a JSON object".into()));
-    }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let members = Deserializer::deserialize_map(&mut de, MembersVisitor { names })
-        .map_err(|e| bad(e.to_string()))?;
-    de.end().map_err(|e| bad(e.to_string()))?;
-    Ok(members)
-}
-
-/// Visits a top-level object for [`parse_members`].
-struct MembersVisitor<const N: usize> {
-    names: [&'static str; N],
-}
-
-impl<'de, const N: usize> Visitor<'de> for MembersVisitor<N> {
-    type Value = [Option<Value>; N];
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
-        let child = StrictSeed { depth: 1 }.enter()?;
-        let mut kept: [Option<Value>; N] = std::array::from_fn(|_| None);
-        let mut keys: Vec<Cow<'de, str>> = Vec::new();
-        while let Some(key) = access.next_key_seed(KeySeed)? {
-            let value = access.next_value_seed(child)?;
-            if let Some(i) = self.names.iter().position(|n| *n == key) {
-                kept[i] = Some(value);
-            }
-            keys.push(key);
-        }
-        // Repeated keys anywhere in the object, found by sorting rather than by a map.
-        keys.sort_unstable();
-        if keys.windows(2).any(|w| w[0] == w[1]) {
-            return Err(de::Error::custom("duplicate key"));
-        }
-        Ok(kept)
     }
 }
 
@@ -143,69 +215,76 @@ impl StrictSeed {
 }
 
 impl<'de> DeserializeSeed<'de> for StrictSeed {
-    type Value = Value;
+    type Value = Json<'de>;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Json<'de>, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for StrictSeed {
-    type Value = Value;
+    type Value = Json<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
+    fn visit_bool<E>(self, v: bool) -> Result<Json<'de>, E> {
+        Ok(Json::Bool(v))
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
+    fn visit_i64<E>(self, v: i64) -> Result<Json<'de>, E> {
+        Ok(Json::Number(v.into()))
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
+    fn visit_u64<E>(self, v: u64) -> Result<Json<'de>, E> {
+        Ok(Json::Number(v.into()))
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json<'de>, E> {
         // serde_json never yields a non-finite float; refuse one anyway rather than invent a value.
         Number::from_f64(v)
-            .map(Value::Number)
+            .map(Json::Number)
             .ok_or_else(|| E::custom("number is not finite"))
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Borrowed(v)))
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
+    fn visit_str<E>(self, v: &str) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Owned(v.to_owned())))
     }
 
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_string<E>(self, v: String) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Owned(v)))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+    fn visit_unit<E>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
         let child = self.enter()?;
         let mut items = Vec::new();
         while let Some(item) = seq.next_element_seed(child)? {
             items.push(item);
         }
-        Ok(Value::Array(items))
+        Ok(Json::Array(items))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Json<'de>, A::Error> {
         let child = self.enter()?;
-        let mut map = Map::new();
-        while let Some(key) = access.next_key::<String>()? {
+        let mut members = Vec::new();
+        while let Some(key) = access.next_key_seed(KeySeed)? {
             let value = access.next_value_seed(child)?;
-            if map.insert(key, value).is_some() {
-                return Err(de::Error::custom("duplicate key"));
-            }
+            members.push((key, value));
         }
-        Ok(Value::Object(map))
+        // Sorted once, then a repeated key sits next to its twin (and lookups can bisect).
+        members.sort_unstable_by(|a: &(Cow<'de, str>, _), b| a.0.cmp(&b.0));
+        if members.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(de::Error::custom("duplicate key"));
+        }
+        Ok(Json::Object(JsonObject { members }))
     }
 }

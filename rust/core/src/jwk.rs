@@ -11,11 +11,10 @@ use std::str::FromStr;
 use aws_lc_rs::signature::ParsedPublicKey;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use serde_json::{Map, Value};
 
 use crate::alg::{Alg, KeyFamily};
 use crate::error::{TokenError, truncate_for_log};
-use crate::json::parse_object;
+use crate::json::{Json, JsonObject, parse_object};
 
 #[cfg(test)]
 mod tests;
@@ -213,13 +212,13 @@ pub fn parse_jwks(bytes: &[u8]) -> Result<ParsedKeySet, String> {
         ));
     }
     let mut doc = parse_object(bytes, "key set").map_err(|e| e.to_string())?;
-    let Some(Value::Array(entries)) = doc.remove("keys") else {
+    let Some(Json::Array(entries)) = doc.remove("keys") else {
         return Err("key set has no \"keys\" array".into());
     };
     let mut set = ParsedKeySet::default();
     for (i, entry) in entries.iter().enumerate().take(MAX_JWKS_KEYS) {
         let key = match entry {
-            Value::Object(jwk) => parse_jwk(jwk),
+            Json::Object(jwk) => parse_jwk(jwk),
             _ => Err("not a JSON object".into()),
         };
         match key {
@@ -290,9 +289,9 @@ pub(crate) fn parse_pem(pem: &str, alg: Option<Alg>) -> Result<VerifyingKey, Str
 }
 
 /// Turns one JWKS entry into a key, or says why it cannot be used.
-fn parse_jwk(jwk: &Map<String, Value>) -> Result<VerifyingKey, String> {
+fn parse_jwk(jwk: &JsonObject<'_>) -> Result<VerifyingKey, String> {
     let kty = match jwk.get("kty") {
-        Some(Value::String(kty)) => kty.as_str(),
+        Some(Json::String(kty)) => &**kty,
         Some(_) => return Err("kty is not a string".into()),
         None => return Err("kty is missing".into()),
     };
@@ -301,37 +300,37 @@ fn parse_jwk(jwk: &Map<String, Value>) -> Result<VerifyingKey, String> {
     }
     if let Some(name) = PRIVATE_MEMBERS
         .into_iter()
-        .find(|name| jwk.contains_key(*name))
+        .find(|name| jwk.get(name).is_some())
     {
         return Err(format!("private key member {name:?} is present"));
     }
     match jwk.get("use") {
         None => {}
-        Some(Value::String(u)) if u == "sig" => {}
+        Some(Json::String(u)) if u == "sig" => {}
         Some(_) => return Err("use is not \"sig\"".into()),
     }
     match jwk.get("key_ops") {
         None => {}
-        Some(Value::Array(ops))
-            if ops.iter().all(Value::is_string)
+        Some(Json::Array(ops))
+            if ops.iter().all(|op| op.as_str().is_some())
                 && ops.iter().any(|op| op.as_str() == Some("verify")) => {}
         Some(_) => return Err("key_ops does not allow \"verify\"".into()),
     }
     let kid = match jwk.get("kid") {
         None => None,
-        Some(Value::String(kid)) => Some(kid.clone()),
+        Some(Json::String(kid)) => Some(kid.as_ref().to_owned()),
         Some(_) => return Err("kid is not a string".into()),
     };
     let alg = match jwk.get("alg") {
         None => None,
-        Some(Value::String(alg)) => Some(
+        Some(Json::String(alg)) => Some(
             Alg::from_str(alg)
                 .map_err(|()| format!("alg {:?} is not supported", truncate_for_log(alg)))?,
         ),
         Some(_) => return Err("alg is not a string".into()),
     };
     let crv = || match jwk.get("crv") {
-        Some(Value::String(crv)) => Ok(crv.as_str()),
+        Some(Json::String(crv)) => Ok(&**crv),
         Some(_) => Err("crv is not a string".to_owned()),
         None => Err("crv is missing".to_owned()),
     };
@@ -385,10 +384,10 @@ fn bind_alg(family: KeyFamily, alg: Option<Alg>) -> Result<Alg, String> {
 }
 
 /// Decodes the canonical base64url member `name` of `jwk`.
-fn member(jwk: &Map<String, Value>, name: &'static str) -> Result<Vec<u8>, String> {
+fn member(jwk: &JsonObject<'_>, name: &'static str) -> Result<Vec<u8>, String> {
     match jwk.get(name) {
-        Some(Value::String(s)) => URL_SAFE_NO_PAD
-            .decode(s)
+        Some(Json::String(s)) => URL_SAFE_NO_PAD
+            .decode(s.as_bytes())
             .map_err(|_| format!("{name} is not canonical base64url")),
         Some(_) => Err(format!("{name} is not a string")),
         None => Err(format!("{name} is missing")),

@@ -4,17 +4,17 @@
 //! (five segments), no JSON serialization, no unencoded payloads. The header is checked before
 //! the payload is decoded, and nothing here trusts a header parameter that could point at a key
 //! (`jwk`, `jku`, `x5u`, `x5c`) or change how the token is read (`crit`, `b64`, `enc`, `zip`).
+//! The claims are read from the decoded payload by [`CompactJws::claims`], borrowing from it.
 
 use std::fmt;
 use std::str::FromStr;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde_json::{Map, Value};
 
 use crate::alg::Alg;
 use crate::error::{TokenError, truncate_for_log};
-use crate::json::{parse_members, parse_object};
+use crate::json::{Json, JsonObject, parse_object};
 
 #[cfg(test)]
 mod tests;
@@ -28,13 +28,13 @@ pub struct Header {
     pub kid: Option<String>,
 }
 
-/// A parsed but NOT verified token: header, claims, the signing input and the signature bytes.
+/// A parsed but NOT verified token: header, payload, the signing input and the signature bytes.
 #[non_exhaustive]
 pub struct CompactJws<'a> {
     /// Protected header.
     pub header: Header,
-    /// Payload claims (duplicate keys already refused).
-    pub claims: Map<String, Value>,
+    /// Decoded payload, not yet read as JSON: see [`CompactJws::claims`].
+    pub payload: Vec<u8>,
     /// `base64url(header) "." base64url(payload)`, the bytes the signature covers.
     pub signing_input: &'a [u8],
     /// Decoded signature.
@@ -42,7 +42,8 @@ pub struct CompactJws<'a> {
 }
 
 /// Parses a compact JWS, strictly: length cap, exactly three canonical unpadded base64url
-/// segments, JSON objects without duplicate keys, a known `alg`, no untrusted header parameter.
+/// segments, a header that is a JSON object without duplicate keys, a known `alg`, no untrusted
+/// header parameter. The payload's JSON is checked by [`CompactJws::claims`].
 pub fn parse_compact(token: &[u8], max_len: usize) -> Result<CompactJws<'_>, TokenError> {
     if token.len() > max_len {
         return Err(TokenError::TooLong {
@@ -60,31 +61,26 @@ pub fn parse_compact(token: &[u8], max_len: usize) -> Result<CompactJws<'_>, Tok
     let header = parse_header(&decode(header, "header")?)?;
     let payload = decode(payload, "payload")?;
     let signature = decode(signature, "signature")?;
-    let claims = parse_object(&payload, "payload")?;
     Ok(CompactJws {
         header,
-        claims,
+        payload,
         signing_input,
         signature,
     })
+}
+
+impl CompactJws<'_> {
+    /// Reads the payload as the claims object, strictly (no duplicate keys, bounded nesting, no
+    /// trailing data); strings borrow from the payload.
+    pub fn claims(&self) -> Result<JsonObject<'_>, TokenError> {
+        parse_object(&self.payload, "payload")
+    }
 }
 
 /// Header parameters whose mere presence refuses the token. `crit` names extensions we do not
 /// implement; `b64` (RFC 7797) changes what is signed; `jwk`/`jku`/`x5u`/`x5c` offer a key
 /// chosen by the sender; `enc`/`zip` belong to JWE.
 const FORBIDDEN_HEADERS: [&str; 8] = ["crit", "b64", "jwk", "jku", "x5u", "x5c", "enc", "zip"];
-
-/// The header members read: `alg`, `typ`, `kid`, then every forbidden name in its order.
-const HEADER_MEMBERS: [&str; 3 + FORBIDDEN_HEADERS.len()] = {
-    let mut names = [""; 3 + FORBIDDEN_HEADERS.len()];
-    (names[0], names[1], names[2]) = ("alg", "typ", "kid");
-    let mut i = 0;
-    while i < FORBIDDEN_HEADERS.len() {
-        names[3 + i] = FORBIDDEN_HEADERS[i];
-        i += 1;
-    }
-    names
-};
 
 /// Accepted `typ` values, compared case-insensitively (RFC 7515 §4.1.9, RFC 9068).
 const ACCEPTED_TYPES: [&str; 4] = ["JWT", "at+jwt", "application/at+jwt", "application/jwt"];
@@ -110,34 +106,32 @@ fn decode(segment: &[u8], name: &'static str) -> Result<Vec<u8>, TokenError> {
         .map_err(|_| TokenError::BadBase64 { segment: name })
 }
 
-/// Checks the decoded protected header and keeps what we use. Only `alg`, `typ`, `kid` and the
-/// forbidden names are looked at, so the header is read without building a map.
+/// Checks the decoded protected header and keeps what we use.
 fn parse_header(bytes: &[u8]) -> Result<Header, TokenError> {
-    let [alg, typ, kid, forbidden @ ..] = parse_members(bytes, "header", HEADER_MEMBERS)?;
-    let alg = match alg {
+    let header = parse_object(bytes, "header")?;
+    let alg = match header.get("alg") {
         None => return Err(TokenError::DisallowedAlgorithm { alg: String::new() }),
-        Some(Value::String(s)) => {
-            Alg::from_str(&s).map_err(|()| TokenError::DisallowedAlgorithm {
-                alg: truncate_for_log(&s),
+        Some(Json::String(s)) => {
+            Alg::from_str(s).map_err(|()| TokenError::DisallowedAlgorithm {
+                alg: truncate_for_log(s),
             })?
         }
         Some(_) => return Err(bad_header("\"alg\" is not a string")),
     };
-    if let Some((name, _)) = FORBIDDEN_HEADERS
+    if let Some(name) = FORBIDDEN_HEADERS
         .into_iter()
-        .zip(&forbidden)
-        .find(|(_, present)| present.is_some())
+        .find(|name| header.get(name).is_some())
     {
         return Err(TokenError::ForbiddenHeader { name });
     }
-    match typ {
+    match header.get("typ") {
         None => {}
-        Some(Value::String(t)) if ACCEPTED_TYPES.iter().any(|a| a.eq_ignore_ascii_case(&t)) => {}
+        Some(Json::String(t)) if ACCEPTED_TYPES.iter().any(|a| a.eq_ignore_ascii_case(t)) => {}
         Some(_) => return Err(TokenError::ForbiddenHeader { name: "typ" }),
     }
-    let kid = match kid {
+    let kid = match header.get("kid") {
         None => None,
-        Some(Value::String(kid)) => Some(kid),
+        Some(Json::String(kid)) => Some(kid.as_ref().to_owned()),
         Some(_) => return Err(bad_header("\"kid\" is not a string")),
     };
     Ok(Header { alg, kid })
@@ -152,11 +146,11 @@ fn bad_header(detail: &str) -> TokenError {
 }
 
 impl fmt::Debug for CompactJws<'_> {
-    /// Shows the header and sizes only: claims and signature stay out of logs.
+    /// Shows the header and sizes only: payload and signature stay out of logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CompactJws")
             .field("header", &self.header)
-            .field("claims", &self.claims.len())
+            .field("payload", &self.payload.len())
             .field("signing_input", &self.signing_input.len())
             .field("signature", &self.signature.len())
             .finish_non_exhaustive()

@@ -407,7 +407,7 @@ pub fn parse_discovery(issuer: &str, body: &[u8]) -> Result<String, String> {
     let doc = crate::json::parse_object(body, "discovery document")
         .map_err(|e| format!("not a valid document: {e}"))?;
     let field = |name: &str| match doc.get(name) {
-        Some(serde_json::Value::String(s)) => Ok(s.as_str()),
+        Some(crate::json::Json::String(s)) => Ok(&**s),
         Some(_) => Err(format!("{name} is not a string")),
         None => Err(format!("no {name}")),
     };

@@ -45,6 +45,7 @@ pub use secret::read_secret;
 /// Not part of the stable API.
 #[doc(hidden)]
 pub mod danger {
+    pub use crate::json::{Json, JsonObject};
     pub use crate::jwk::{VerifyingKey, parse_jwks};
     pub use crate::jws::{CompactJws, parse_compact};
     pub use crate::keyset::parse_discovery;

@@ -22,10 +22,9 @@ use std::collections::hash_map::Entry;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
-
 use crate::config::{AllowRule, ClaimOp, RoleRule};
 use crate::error::{ConfigError, push_for_log};
+use crate::json::{Json, JsonObject};
 
 /// Role names interned to small indices, from role rules and allow rules alike.
 #[derive(Debug, Clone, Default)]
@@ -294,7 +293,7 @@ impl RoleMatcher {
     }
 
     /// The roles `claims` earn.
-    pub(crate) fn roles_for(&self, claims: &Map<String, Value>) -> RoleSet {
+    pub(crate) fn roles_for(&self, claims: &JsonObject<'_>) -> RoleSet {
         let mut out = RoleSet::with_capacity(self.role_count);
         if self.rules.is_empty() {
             return out;
@@ -337,7 +336,7 @@ impl RoleMatcher {
     /// (each cut to 64 characters, control characters dropped, at most 10 then `…`), `<absent>`
     /// when the claim is missing, and `<number>`, `<bool>`, `<object>` or `<null>` when it holds
     /// something that can never match.
-    pub(crate) fn explain(&self, claims: &Map<String, Value>) -> String {
+    pub(crate) fn explain(&self, claims: &JsonObject<'_>) -> String {
         let mut out = String::new();
         for path in &self.paths {
             if !out.is_empty() {
@@ -347,14 +346,14 @@ impl RoleMatcher {
             out.push('=');
             match path.path.resolve(claims) {
                 None => out.push_str("<absent>"),
-                Some(Value::String(s)) => {
+                Some(Json::String(s)) => {
                     out.push('[');
                     push_for_log(&mut out, s);
                     out.push(']');
                 }
-                Some(Value::Array(items)) => {
+                Some(Json::Array(items)) => {
                     out.push('[');
-                    let strings = items.iter().filter_map(Value::as_str);
+                    let strings = items.iter().filter_map(Json::as_str);
                     for (k, s) in strings.enumerate() {
                         if k > 0 {
                             out.push(',');
@@ -367,10 +366,10 @@ impl RoleMatcher {
                     }
                     out.push(']');
                 }
-                Some(Value::Number(_)) => out.push_str("<number>"),
-                Some(Value::Bool(_)) => out.push_str("<bool>"),
-                Some(Value::Object(_)) => out.push_str("<object>"),
-                Some(Value::Null) => out.push_str("<null>"),
+                Some(Json::Number(_)) => out.push_str("<number>"),
+                Some(Json::Bool(_)) => out.push_str("<bool>"),
+                Some(Json::Object(_)) => out.push_str("<object>"),
+                Some(Json::Null) => out.push_str("<null>"),
             }
         }
         out
@@ -471,14 +470,14 @@ impl ClaimPath {
     }
 
     /// The value at this path, if every step exists (intermediate steps must be objects).
-    fn resolve<'a>(&self, claims: &'a Map<String, Value>) -> Option<&'a Value> {
+    fn resolve<'a>(&self, claims: &'a JsonObject<'_>) -> Option<&'a Json<'a>> {
         match self {
-            Self::Literal(key) => claims.get(&**key),
+            Self::Literal(key) => claims.get(key),
             Self::Nested(segments) => {
                 let (first, rest) = segments.split_first()?;
-                let mut v = claims.get(&**first)?;
+                let mut v = claims.get(first)?;
                 for s in rest {
-                    v = v.as_object()?.get(&**s)?;
+                    v = v.as_object()?.get(s)?;
                 }
                 Some(v)
             }
@@ -530,12 +529,12 @@ impl PathIndex {
     }
 
     /// Sets the conditions `v` satisfies. Only strings and string elements of arrays count.
-    fn eval(&self, v: &Value, fired: &mut [u64]) {
+    fn eval(&self, v: &Json<'_>, fired: &mut [u64]) {
         match v {
-            Value::String(s) => self.eval_str(s, true, fired),
-            Value::Array(items) => {
+            Json::String(s) => self.eval_str(s, true, fired),
+            Json::Array(items) => {
                 for item in items {
-                    if let Value::String(s) = item {
+                    if let Json::String(s) = item {
                         self.eval_str(s, false, fired);
                     }
                 }

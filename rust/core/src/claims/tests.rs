@@ -2,6 +2,7 @@ use serde_json::{Map, Value, json};
 
 use super::{CheckedClaims, ClaimsPolicy, check, issuer};
 use crate::error::TokenError;
+use crate::json::JsonObject;
 
 const NOW: u64 = 1_700_000_000;
 
@@ -30,7 +31,7 @@ fn claims(changes: Value) -> Map<String, Value> {
 }
 
 fn checked(changes: Value) -> Result<CheckedClaims, TokenError> {
-    check(&claims(changes), &policy(), NOW)
+    check(&JsonObject::from(&claims(changes)), &policy(), NOW)
 }
 
 #[test]
@@ -51,9 +52,12 @@ fn accepts_a_valid_claim_set() {
 
 #[test]
 fn issuer_must_be_one_string() {
-    assert_eq!(issuer(&claims(json!({}))), Ok("https://idp.example/"));
     assert_eq!(
-        issuer(&claims(json!({"iss":null}))),
+        issuer(&JsonObject::from(&claims(json!({})))),
+        Ok("https://idp.example/")
+    );
+    assert_eq!(
+        issuer(&JsonObject::from(&claims(json!({"iss":null})))),
         Err(TokenError::MissingClaim { claim: "iss" })
     );
     for iss in [
@@ -63,13 +67,15 @@ fn issuer_must_be_one_string() {
         json!({"v":"x"}),
     ] {
         assert_eq!(
-            issuer(&claims(json!({ "iss": iss }))),
+            issuer(&JsonObject::from(&claims(json!({ "iss": iss })))),
             Err(TokenError::ClaimType { claim: "iss" })
         );
     }
     // No normalization: the caller compares bytes, trailing slash included.
     assert_eq!(
-        issuer(&claims(json!({"iss":"https://idp.example"}))),
+        issuer(&JsonObject::from(&claims(
+            json!({"iss":"https://idp.example"})
+        ))),
         Ok("https://idp.example")
     );
 }
@@ -240,7 +246,7 @@ fn huge_numbers_saturate_instead_of_overflowing() {
     };
     assert!(
         check(
-            &claims(json!({"exp":0,"iat":0,"nbf":u64::MAX})),
+            &JsonObject::from(&claims(json!({"exp":0,"iat":0,"nbf":u64::MAX}))),
             &wide,
             u64::MAX
         )

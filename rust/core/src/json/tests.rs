@@ -1,28 +1,19 @@
+use std::borrow::Cow;
+
 use serde_json::json;
 
-use super::{MAX_DEPTH, parse_members, parse_object};
+use super::{Json, JsonObject, MAX_DEPTH, parse_object};
 use crate::error::TokenError;
 
-/// The error detail of a refused document (panics if it was accepted). The map-free reader must
-/// refuse it too, for the same reason (its position may differ: it finds a repeated top-level
-/// key at the end of the object).
+/// The error detail of a refused document (panics if it was accepted).
 fn refused(input: &str) -> String {
-    let detail = match parse_object(input.as_bytes(), "payload") {
+    match parse_object(input.as_bytes(), "payload") {
         Err(TokenError::BadJson { segment, detail }) => {
             assert_eq!(segment, "payload");
             detail
         }
         other => panic!("{input:?} gave {other:?}"),
-    };
-    match parse_members(input.as_bytes(), "payload", ["a", "k"]) {
-        Err(TokenError::BadJson { segment, detail: d }) => {
-            assert_eq!(segment, "payload");
-            let reason = |d: &str| d.split(" at line ").next().unwrap().to_owned();
-            assert_eq!(reason(&d), reason(&detail), "{input:?}");
-        }
-        other => panic!("parse_members: {input:?} gave {other:?}"),
     }
-    detail
 }
 
 /// `depth` nested arrays inside a top-level object (total nesting `depth + 1`).
@@ -31,33 +22,53 @@ fn nested(depth: usize) -> String {
 }
 
 #[test]
-fn parses_an_object_into_serde_values() {
-    let map = parse_object(
-        br#" {"s":"x\u00e9","n":-1,"f":1.5,"b":true,"z":null,"a":[1,{"k":[]}],"o":{}} "#,
-        "p",
-    )
-    .unwrap();
+fn parses_an_object_into_the_values_serde_json_reads() {
+    let doc = br#" {"s":"x\u00e9","n":-1,"f":1.5,"b":true,"z":null,"a":[1,{"k":[]}],"o":{}} "#;
+    let want = json!({"s":"x\u{e9}","n":-1,"f":1.5,"b":true,"z":null,"a":[1,{"k":[]}],"o":{}});
     assert_eq!(
-        serde_json::Value::Object(map),
-        json!({"s":"x\u{e9}","n":-1,"f":1.5,"b":true,"z":null,"a":[1,{"k":[]}],"o":{}})
+        serde_json::Value::Object(parse_object(doc, "p").unwrap().into_serde()),
+        want
     );
+    // Reading a serde_json value gives the same object.
+    let map = want.as_object().unwrap();
+    assert_eq!(parse_object(doc, "p").unwrap(), JsonObject::from(map));
     assert!(parse_object(b"{}", "p").unwrap().is_empty());
     assert_eq!(
-        parse_object(br#"{"big":18446744073709551615}"#, "p").unwrap()["big"],
-        json!(u64::MAX)
+        parse_object(br#"{"big":18446744073709551615}"#, "p")
+            .unwrap()
+            .get("big"),
+        Some(&Json::Number(u64::MAX.into()))
     );
 }
 
 #[test]
-fn members_are_read_as_the_map_reads_them() {
-    let doc = br#"{"s":"x\u00e9","n":-1,"a":[1,{"k":[]}],"\u006b":"escaped key","o":{}}"#;
-    let map = parse_object(doc, "p").unwrap();
-    let [s, k, a, missing] = parse_members(doc, "p", ["s", "k", "a", "missing"]).unwrap();
-    assert_eq!(s.as_ref(), map.get("s"));
-    assert_eq!(k, Some(json!("escaped key")));
-    assert_eq!(a.as_ref(), map.get("a"));
-    assert_eq!(missing, None);
-    assert_eq!(parse_members(b" {} ", "p", ["a"]).unwrap(), [None]);
+fn strings_borrow_from_the_input_unless_escaped() {
+    let doc = br#"{"plain":"abc","escaped":"a\"c","list":["x"],"\u006bey":1}"#;
+    let o = parse_object(doc, "p").unwrap();
+    assert!(matches!(
+        o.get("plain"),
+        Some(Json::String(Cow::Borrowed("abc")))
+    ));
+    assert!(matches!(o.get("escaped"), Some(Json::String(Cow::Owned(s))) if s == "a\"c"));
+    assert_eq!(
+        o.get("list"),
+        Some(&Json::Array(vec![Json::String("x".into())]))
+    );
+    // An escaped key is found by its decoded name.
+    assert_eq!(o.get("key"), Some(&Json::Number(1.into())));
+}
+
+#[test]
+fn members_are_found_and_removed_by_key_whatever_their_order() {
+    let mut o = parse_object(br#"{"z":1,"a":2,"m":{"y":3,"b":4}}"#, "p").unwrap();
+    assert_eq!(o.keys().collect::<Vec<_>>(), ["a", "m", "z"]);
+    assert_eq!(o.get("z"), Some(&Json::Number(1.into())));
+    let m = o.get("m").and_then(Json::as_object).unwrap();
+    assert_eq!(m.get("b"), Some(&Json::Number(4.into())));
+    assert_eq!(m.get("missing"), None);
+    assert_eq!(o.remove("a"), Some(Json::Number(2.into())));
+    assert_eq!((o.get("a"), o.len()), (None, 2));
+    assert_eq!(o.remove("a"), None);
 }
 
 #[test]

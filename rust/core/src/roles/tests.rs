@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 
 use super::*;
 use crate::config::{AllowRule, ClaimCondition, ClaimOp, RoleRule};
+use crate::json::JsonObject;
 
 /// A condition `claim op value`.
 fn cond(claim: &str, op: ClaimOp, value: &str) -> ClaimCondition {
@@ -50,7 +51,7 @@ fn compile(rules: &[RoleRule]) -> (RoleNames, RoleMatcher) {
 
 /// The role names `claims` earn, in index order.
 fn roles(names: &RoleNames, m: &RoleMatcher, c: &Value) -> Vec<String> {
-    m.roles_for(&claims(c.clone()))
+    m.roles_for(&JsonObject::from(&claims(c.clone())))
         .iter()
         .map(|i| names.name(i).to_string())
         .collect()
@@ -334,7 +335,10 @@ fn absent_claims_and_empty_config() {
     assert!(roles(&names, &m, &json!({})).is_empty());
     let (names, m) = compile(&[]);
     assert!(roles(&names, &m, &json!({"groups": ["x"]})).is_empty());
-    assert_eq!(m.explain(&claims(json!({"groups": ["x"]}))), "");
+    assert_eq!(
+        m.explain(&JsonObject::from(&claims(json!({"groups": ["x"]})))),
+        ""
+    );
 }
 
 #[test]
@@ -483,13 +487,15 @@ fn explain_lists_values_sorted_and_truncated() {
         "level": 1,
         "sub": "not referenced",
     });
-    let got = m.explain(&claims(token));
+    let got = m.explain(&JsonObject::from(&claims(token)));
     let want = format!(
         "email=<absent> groups=[g1,g2,g3,g4,g5,g6,g7,g8,g9,g10,…] level=<number> realm_access.roles=[{}…] scope=[read write]",
         "x".repeat(64)
     );
     assert_eq!(got, want);
     // Control characters never reach the log line.
-    let got = m.explain(&claims(json!({"email": "a\nb\u{1b}[31m"})));
+    let got = m.explain(&JsonObject::from(&claims(
+        json!({"email": "a\nb\u{1b}[31m"}),
+    )));
     assert!(got.starts_with("email=[ab[31m] "), "{got}");
 }
