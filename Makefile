@@ -68,6 +68,7 @@ run: bin/caddy
 
 lint: header-check
 	cargo fmt --all --check
+	cd fuzz && cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 	@out=$$(gofmt -l go-module); if [ -n "$$out" ]; then echo "gofmt needed: $$out" >&2; exit 1; fi
 	cd go-module && CGO_ENABLED=0 go vet ./...

@@ -16,10 +16,19 @@ use caddy_iap_cosmos::permissions::{Grant, Permissions, Scope};
 use caddy_iap_cosmos::{Actions, Operation, RequestFacts, Target, parse};
 use libfuzzer_sys::fuzz_target;
 
-const METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "get"];
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "get",
+];
 const FLAGS: [&str; 7] = ["", "true", "True", "false", "1", "t", "TRUE "];
-const TYPES: [&str; 4] = ["", "application/json", "application/query+json", "application/query+json; charset=utf-8"];
-const KNOWN_TYPES: [&str; 9] = ["", "dbs", "offers", "colls", "docs", "pkranges", "sprocs", "triggers", "udfs"];
+const TYPES: [&str; 4] = [
+    "",
+    "application/json",
+    "application/query+json",
+    "application/query+json; charset=utf-8",
+];
+const KNOWN_TYPES: [&str; 9] = [
+    "", "dbs", "offers", "colls", "docs", "pkranges", "sprocs", "triggers", "udfs",
+];
 
 #[derive(Arbitrary, Debug)]
 struct Input<'a> {
@@ -49,11 +58,17 @@ fuzz_target!(|input: Input<'_>| {
     let Ok(p) = parse(&facts) else {
         return;
     };
-    assert!(KNOWN_TYPES.contains(&p.resource_type) || p.resource_type == "conflicts", "{p:?}");
+    assert!(
+        KNOWN_TYPES.contains(&p.resource_type) || p.resource_type == "conflicts",
+        "{p:?}"
+    );
     if !p.resource_link.is_empty() {
         for seg in p.resource_link.split('/') {
             assert!(!seg.is_empty() && seg != "." && seg != "..", "{p:?}");
-            assert!(!seg.contains(['\\', '?', '#']) && !seg.chars().any(char::is_control), "{p:?}");
+            assert!(
+                !seg.contains(['\\', '?', '#']) && !seg.chars().any(char::is_control),
+                "{p:?}"
+            );
         }
     }
     let link: Vec<&str> = p.resource_link.split('/').collect();
@@ -69,8 +84,12 @@ fuzz_target!(|input: Input<'_>| {
         assert_eq!(method, "POST", "{p:?}");
     }
     if p.flags.query && !p.flags.batch {
-        let body: serde_json::Value = serde_json::from_slice(input.body).expect("a query needs a JSON body");
-        assert!(body.get("query").is_some_and(serde_json::Value::is_string), "{p:?}");
+        let body: serde_json::Value =
+            serde_json::from_slice(input.body).expect("a query needs a JSON body");
+        assert!(
+            body.get("query").is_some_and(serde_json::Value::is_string),
+            "{p:?}"
+        );
     }
 
     let grants = Permissions::new(vec![Grant {
@@ -81,6 +100,13 @@ fuzz_target!(|input: Input<'_>| {
     if let Operation::Actions(_) = p.operation
         && grants.allows(&["r"], p.operation, &p.target)
     {
-        assert_eq!(p.target, Target::Container { db: "app".into(), coll: "orders".into() }, "{p:?}");
+        assert_eq!(
+            p.target,
+            Target::Container {
+                db: "app".into(),
+                coll: "orders".into()
+            },
+            "{p:?}"
+        );
     }
 });

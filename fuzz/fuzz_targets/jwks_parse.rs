@@ -82,7 +82,12 @@ fn material(entry: &serde_json::Map<String, Value>) -> Vec<&str> {
         .iter()
         .filter(|(name, _)| !MATERIAL.contains(&name.as_str()))
         .filter_map(|(_, v)| v.as_str())
-        .flat_map(|v| [v.to_owned(), v.chars().filter(|c| !c.is_control()).collect()])
+        .flat_map(|v| {
+            [
+                v.to_owned(),
+                v.chars().filter(|c| !c.is_control()).collect(),
+            ]
+        })
         .collect();
     MATERIAL
         .iter()

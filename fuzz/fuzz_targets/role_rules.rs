@@ -15,11 +15,11 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use arbitrary::Arbitrary;
+use aws_lc_rs::signature::Ed25519KeyPair;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use caddy_iap_fuzz::{AUD, ISS, NOW, decide, engine, pem_der};
 use libfuzzer_sys::fuzz_target;
-use aws_lc_rs::signature::Ed25519KeyPair;
 use serde_json::{Map, Value, json};
 
 const ROLES: [&str; 8] = ["admin", "reader", "writer", "a,b", " x", "", "r\u{1}", "ü"];
