@@ -38,7 +38,7 @@ pub enum Json<'a> {
     Object(JsonObject<'a>),
 }
 
-/// A JSON object: its members sorted by key, each key once.
+/// A JSON object: each key once, members ordered by [`key_order`] so lookups can bisect.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JsonObject<'a> {
     members: Vec<(Cow<'a, str>, Json<'a>)>,
@@ -97,7 +97,7 @@ impl<'a> JsonObject<'a> {
         self.members.is_empty()
     }
 
-    /// The keys, sorted.
+    /// The keys, shortest first (then by bytes).
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.members.iter().map(|(k, _)| &**k)
     }
@@ -111,8 +111,14 @@ impl<'a> JsonObject<'a> {
     }
 
     fn position(&self, key: &str) -> Result<usize, usize> {
-        self.members.binary_search_by(|(k, _)| (**k).cmp(key))
+        self.members.binary_search_by(|(k, _)| key_order(k, key))
     }
+}
+
+/// The order of an object's members: by length, then by bytes. Claim names mostly differ in
+/// length, so a lookup compares integers and reads bytes only for a same-length key.
+fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 impl<'a> From<&'a Value> for Json<'a> {
@@ -136,7 +142,7 @@ impl<'a> From<&'a Map<String, Value>> for JsonObject<'a> {
             .iter()
             .map(|(k, v)| (Cow::Borrowed(k.as_str()), Json::from(v)))
             .collect();
-        members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        members.sort_unstable_by(|a, b| key_order(&a.0, &b.0));
         Self { members }
     }
 }
@@ -281,7 +287,7 @@ impl<'de> Visitor<'de> for StrictSeed {
             members.push((key, value));
         }
         // Sorted once, then a repeated key sits next to its twin (and lookups can bisect).
-        members.sort_unstable_by(|a: &(Cow<'de, str>, _), b| a.0.cmp(&b.0));
+        members.sort_unstable_by(|a: &(Cow<'de, str>, _), b| key_order(&a.0, &b.0));
         if members.windows(2).any(|w| w[0].0 == w[1].0) {
             return Err(de::Error::custom("duplicate key"));
         }

@@ -87,11 +87,11 @@ const ACCEPTED_TYPES: [&str; 4] = ["JWT", "at+jwt", "application/at+jwt", "appli
 
 /// Splits `token` at its two dots, or reports how many segments it has.
 fn split3(token: &[u8]) -> Result<[&[u8]; 3], TokenError> {
-    let mut parts = token.splitn(4, |&b| b == b'.');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(h), Some(p), Some(s), None) => Ok([h, p, s]),
+    let mut dots = memchr::memchr_iter(b'.', token);
+    match (dots.next(), dots.next(), dots.next()) {
+        (Some(a), Some(b), None) => Ok([&token[..a], &token[a + 1..b], &token[b + 1..]]),
         _ => Err(TokenError::WrongSegmentCount {
-            found: token.iter().filter(|&&b| b == b'.').count() + 1,
+            found: memchr::memchr_iter(b'.', token).count() + 1,
         }),
     }
 }

@@ -60,14 +60,15 @@ fn strings_borrow_from_the_input_unless_escaped() {
 
 #[test]
 fn members_are_found_and_removed_by_key_whatever_their_order() {
-    let mut o = parse_object(br#"{"z":1,"a":2,"m":{"y":3,"b":4}}"#, "p").unwrap();
-    assert_eq!(o.keys().collect::<Vec<_>>(), ["a", "m", "z"]);
+    let mut o = parse_object(br#"{"z":1,"a":2,"m":{"y":3,"b":4},"aa":0}"#, "p").unwrap();
+    assert_eq!(o.keys().collect::<Vec<_>>(), ["a", "m", "z", "aa"]);
     assert_eq!(o.get("z"), Some(&Json::Number(1.into())));
     let m = o.get("m").and_then(Json::as_object).unwrap();
     assert_eq!(m.get("b"), Some(&Json::Number(4.into())));
     assert_eq!(m.get("missing"), None);
     assert_eq!(o.remove("a"), Some(Json::Number(2.into())));
-    assert_eq!((o.get("a"), o.len()), (None, 2));
+    assert_eq!((o.get("a"), o.len()), (None, 3));
+    assert_eq!(o.get("aa"), Some(&Json::Number(0.into())));
     assert_eq!(o.remove("a"), None);
 }
 
