@@ -543,6 +543,7 @@ impl Engine {
             claims.remove("email");
         }
         let role_set = self.roles.roles_for(&claims);
+        let kid = jws.header.kid.clone();
         let identity = self.identity(issuer, &claims, checked, role_set, kid, alg);
         Ok((identity, index, snapshot.epoch))
     }
@@ -553,7 +554,7 @@ impl Engine {
         claims: &JsonObject<'_>,
         checked: claims::CheckedClaims,
         role_set: RoleSet,
-        kid: Option<&str>,
+        kid: Option<Arc<str>>,
         alg: Alg,
     ) -> Identity {
         let string = |name: &str| {
@@ -596,14 +597,11 @@ impl Engine {
             headers.push((email_h.clone(), email.clone()));
         }
         if !roles_h.is_empty() {
-            let mut joined = String::with_capacity(roles.iter().map(|r| r.len() + 1).sum());
-            for (i, role) in roles.iter().enumerate() {
-                if i > 0 {
-                    joined.push(',');
-                }
-                joined.push_str(role);
-            }
-            headers.push((roles_h.clone(), joined.into()));
+            let joined = match &roles[..] {
+                [one] => one.clone(),
+                _ => roles.join(",").into(),
+            };
+            headers.push((roles_h.clone(), joined));
         }
         Identity {
             issuer: issuer.name.clone(),
@@ -612,7 +610,7 @@ impl Engine {
             name,
             roles,
             expires_at: checked.exp,
-            kid: kid.map(Arc::from),
+            kid,
             alg,
             jti: checked.jti,
             role_set,

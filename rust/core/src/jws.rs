@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -24,8 +25,8 @@ mod tests;
 pub struct Header {
     /// The algorithm (never `none`, never HMAC).
     pub alg: Alg,
-    /// Key id, if any.
-    pub kid: Option<String>,
+    /// Key id, if any (shared: a verified token's identity keeps it).
+    pub kid: Option<Arc<str>>,
 }
 
 /// A parsed but NOT verified token: header, payload, the signing input and the signature bytes.
@@ -131,7 +132,7 @@ fn parse_header(bytes: &[u8]) -> Result<Header, TokenError> {
     }
     let kid = match header.get("kid") {
         None => None,
-        Some(Json::String(kid)) => Some(kid.as_ref().to_owned()),
+        Some(Json::String(kid)) => Some(Arc::from(&**kid)),
         Some(_) => return Err(bad_header("\"kid\" is not a string")),
     };
     Ok(Header { alg, kid })

@@ -337,7 +337,11 @@ impl RoleMatcher {
     /// when the claim is missing, and `<number>`, `<bool>`, `<object>` or `<null>` when it holds
     /// something that can never match.
     pub(crate) fn explain(&self, claims: &JsonObject<'_>) -> String {
-        let mut out = String::new();
+        if self.paths.is_empty() {
+            return String::new();
+        }
+        // Sized for a usual summary (`groups=[a,b,c]`), so it is not regrown push by push.
+        let mut out = String::with_capacity(128);
         for path in &self.paths {
             if !out.is_empty() {
                 out.push(' ');
