@@ -2,7 +2,6 @@
 //! the two back-channel calls, code exchange and refresh.
 
 use std::io::Read;
-use std::time::Duration;
 
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -71,18 +70,6 @@ pub struct Client {
     pub id: String,
     /// The client secret (sent with HTTP Basic, `client_secret_basic`).
     pub secret: Zeroizing<String>,
-}
-
-/// A pooled HTTP agent for the provider: bounded time, no redirects, JSON only.
-pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .max_redirects(0)
-        .http_status_as_error(false)
-        .user_agent(concat!("caddy-iap/", env!("CARGO_PKG_VERSION")))
-        .tls_config(caddy_iap_core::tls_config())
-        .build()
-        .into()
 }
 
 /// Reads `<issuer>/.well-known/openid-configuration` and checks that it names `issuer`.

@@ -261,7 +261,7 @@ impl SignIn {
             keys,
             configured: config.endpoints.map(Arc::new),
             discovered: RwLock::new(None),
-            agent: provider::agent(Duration::from_millis(
+            agent: caddy_iap_core::provider_agent(Duration::from_millis(
                 config.fetch_timeout_ms.clamp(100, 60_000),
             )),
             used_states: Mutex::new(UsedStates::default()),

@@ -59,6 +59,20 @@ pub fn tls_config() -> ureq::tls::TlsConfig {
         .build()
 }
 
+/// An agent for calls to an identity provider's own endpoints (token, discovery, managed
+/// identity): one deadline for the whole call, no redirects, HTTP errors returned as responses
+/// for the caller to read, and [`tls_config`]. Pooled connections live as long as the agent.
+pub fn provider_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .user_agent(concat!("caddy-iap/", env!("CARGO_PKG_VERSION")))
+        .tls_config(tls_config())
+        .build()
+        .into()
+}
+
 /// The production fetcher: ureq over rustls ([`tls_config`]: aws-lc-rs, webpki roots), no redirects to
 /// plain HTTP, one global deadline per fetch.
 #[derive(Default)]

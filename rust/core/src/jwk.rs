@@ -80,8 +80,8 @@ impl VerifyingKey {
         if n.last().is_some_and(|b| b & 1 == 0) {
             return Err("RSA modulus is even".into());
         }
-        // The verifiers' bounds (ring's, kept with aws-lc-rs): odd, at least 3, below 2^33 (which also caps verification cost). More
-        // than 5 bytes is over the bound; 0 stands for it.
+        // Odd, at least 3, below 2^33 (which also caps verification cost): the bounds ring
+        // enforced, kept with aws-lc-rs. More than 5 bytes is over the bound; 0 stands for it.
         let e_value = if e.len() <= 5 {
             e.iter().fold(0u64, |v, &b| v << 8 | u64::from(b))
         } else {
@@ -116,7 +116,8 @@ impl VerifyingKey {
             return Err("Ed25519 public key must be 32 bytes".into());
         }
         if ed25519_small_order(x) {
-            // With such a key ring accepted R = identity, S = 0 over any message.
+            // With such a key, R = identity and S = 0 is a valid signature of any message for
+            // verifiers without this check (ring was one).
             return Err("Ed25519 public key is a small-order point".into());
         }
         Self::new(kid, Alg::EdDSA, x.into())

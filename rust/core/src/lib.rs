@@ -38,7 +38,7 @@ pub use config::{
 };
 pub use engine::{Decision, Engine, EngineStats, Identity, Request, TokenSource};
 pub use error::{ConfigError, Denial, Error, ReasonCode, TokenError};
-pub use fetch::{FetchError, HttpFetcher, KeyFetcher, check_url, tls_config};
+pub use fetch::{FetchError, HttpFetcher, KeyFetcher, check_url, provider_agent, tls_config};
 pub use secret::read_secret;
 
 /// Test-only knobs and internals exposed for integration tests, fuzzing and benchmarks.

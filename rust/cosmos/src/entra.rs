@@ -172,14 +172,7 @@ impl EntraCredential {
             TokenSource::ClientSecret { token_url, .. } => token_url,
             TokenSource::ManagedIdentity { url } => url,
         };
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(self.timeout))
-            .max_redirects(0)
-            .http_status_as_error(false)
-            .user_agent(concat!("caddy-iap/", env!("CARGO_PKG_VERSION")))
-            .tls_config(caddy_iap_core::tls_config())
-            .build()
-            .into();
+        let agent = caddy_iap_core::provider_agent(self.timeout);
         let result = match &self.source {
             TokenSource::ClientSecret {
                 client_id,
