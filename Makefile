@@ -4,7 +4,7 @@
 #   make test    lint + Rust tests + Go tests + end-to-end tests (real IdP, PostgreSQL, Cosmos DB emulator)
 #                + fuzz smoke + leak check
 #   make bench   criterion benchmarks of the core and the FFI call, then make bench-peers
-#   make bench-peers   caddy-iap vs plain Caddy, caddy-jwt and caddy-security (wrk, vegeta); writes docs/benchmarks.md
+#   make bench-peers   caddy-iap vs plain Caddy, caddy-jwt and caddy-security (wrk, vegeta, h2load); writes docs/benchmarks.md
 #   make bench-postgres   the PostgreSQL gateway vs direct logins (setup time, pgbench)
 #   make bench-cosmos     Cosmos DB point reads: direct to the emulator, plain Caddy, the gateway (wrk)
 #   make soak    wrk through bin/caddy during 50 `caddy reload --force`: failed requests, RSS, fds
