@@ -543,8 +543,14 @@ impl Engine {
             claims.remove("email");
         }
         let role_set = self.roles.roles_for(&claims);
-        let kid = jws.header.kid.clone();
-        let identity = self.identity(issuer, &claims, checked, role_set, kid, alg);
+        let identity = self.identity(
+            issuer,
+            &claims,
+            checked,
+            role_set,
+            jws.header.kid.clone(),
+            alg,
+        );
         Ok((identity, index, snapshot.epoch))
     }
 

@@ -59,6 +59,9 @@ pub fn tls_config() -> ureq::tls::TlsConfig {
         .build()
 }
 
+/// What every outbound call says it is.
+const USER_AGENT: &str = concat!("caddy-iap/", env!("CARGO_PKG_VERSION"));
+
 /// An agent for calls to an identity provider's own endpoints (token, discovery, managed
 /// identity): one deadline for the whole call, no redirects, HTTP errors returned as responses
 /// for the caller to read, and [`tls_config`]. Pooled connections live as long as the agent.
@@ -67,7 +70,7 @@ pub fn provider_agent(timeout: Duration) -> ureq::Agent {
         .timeout_global(Some(timeout))
         .max_redirects(0)
         .http_status_as_error(false)
-        .user_agent(concat!("caddy-iap/", env!("CARGO_PKG_VERSION")))
+        .user_agent(USER_AGENT)
         .tls_config(tls_config())
         .build()
         .into()
@@ -105,7 +108,7 @@ impl KeyFetcher for HttpFetcher {
             .timeout_global(Some(timeout))
             .https_only(!loopback)
             .max_redirects(if loopback { 0 } else { 3 })
-            .user_agent(concat!("caddy-iap/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .tls_config(tls_config())
             .build()
             .into();

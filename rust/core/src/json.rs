@@ -1,13 +1,15 @@
 //! Strict JSON for token segments and key sets.
 //!
 //! `serde_json` keeps the last of two equal keys when it builds a `Value` or a map, so two
-//! parsers can read one document differently (RFC 8725bis §2, serde#2897). Everything here goes
-//! through [`StrictSeed`], which refuses a repeated key at any depth and nesting deeper than
+//! parsers can read one document differently (RFC 8725bis §2, serde#2897). Every document read
+//! here goes through [`StrictSeed`], which refuses a repeated key at any depth (found once its
+//! object has been read, so the error's position is the object's end) and nesting deeper than
 //! [`MAX_DEPTH`]. Error details are fixed strings plus a position; they never quote the input.
 //!
 //! A document is read into [`Json`], whose strings borrow from the input unless they had escapes:
 //! a token's claims are read on every cache miss, and owned strings and a B-tree cost about half
-//! of a miss's allocations. Cold paths (key sets) turn it into `serde_json` values.
+//! of a miss's allocations. The conversions from and to `serde_json` values are for callers that
+//! hold one already (tests, the fuzz targets); they are not a way in for untrusted bytes.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -38,7 +40,8 @@ pub enum Json<'a> {
     Object(JsonObject<'a>),
 }
 
-/// A JSON object: each key once, members ordered by [`key_order`] so lookups can bisect.
+/// A JSON object: each key once, members ordered by key length and then bytes, so lookups can
+/// bisect.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JsonObject<'a> {
     members: Vec<(Cow<'a, str>, Json<'a>)>,

@@ -297,9 +297,10 @@ fn stage(full: &Result<(), Refusal>, jws_layer: &Option<Result<(), String>>) -> 
 
 /// The production path: parse strictly, pick the key by `kid`, verify.
 fn verify_token(token: &str, keys: &[VerifyingKey]) -> Result<(), Refusal> {
-    let jws = match parse_compact(token.as_bytes(), MAX_TOKEN)
-        .and_then(|jws| jws.claims().map(|_| ()).map(|()| jws))
-    {
+    let jws = match parse_compact(token.as_bytes(), MAX_TOKEN).and_then(|jws| {
+        jws.claims()?;
+        Ok(jws)
+    }) {
         Ok(jws) => jws,
         Err(TokenError::BadJson {
             segment: "payload", ..
