@@ -15,7 +15,7 @@ from collections import Counter
 import psycopg
 import pytest
 
-from iaplib import Caddy, IdP, free_port, make_keys
+from iaplib import Caddy, IdP, free_port, make_keys, wait_for
 from pglib import ADMIN_PASSWORD, ADMIN_USER, DB, Postgres, make_cert, pg_bin, pg_caddyfile, wait_until
 
 AUD = "https://db.test"
@@ -123,6 +123,16 @@ def login_lines(c: Caddy) -> list[str]:
     return [line for line in c.log_text().splitlines() if '"msg":"postgres login' in line]
 
 
+def await_login_lines(c: Caddy, n: int) -> list[str]:
+    """The gateway's login audit lines once there are `n`: a refusal is sent to the client before
+    its line is written, so psql can exit before the line is in the log."""
+    def enough() -> list[str] | None:
+        lines = login_lines(c)
+        return lines if len(lines) >= n else None
+
+    return wait_for(enough, 10, what=f"{n} login audit lines")
+
+
 def test_psql_reader_selects_but_cannot_insert(gateway, pg, pg_idp):
     c = gateway()
     token = pg_idp.token("reader", AUD)
@@ -203,8 +213,8 @@ def test_refusals_provision_nothing(gateway, pg, pg_idp, case, sqlstate_or_text)
     text = r.stderr
     if case == "plaintext":
         assert sqlstate_or_text in text
-    lines = login_lines(c)
-    assert lines and '"result":"refused"' in lines[-1]
+    lines = await_login_lines(c, 1)
+    assert '"result":"refused"' in lines[-1]
     assert f'"sqlstate":"{sqlstate_or_text}"' in lines[-1] or case == "plaintext"
     assert token not in text and token not in c.log_text()
     assert pg.managed_roles() == before
@@ -215,7 +225,7 @@ def test_credential_reused_then_session_ends_at_token_expiry(gateway, pg, pg_idp
     token = pg_idp.token("reader", AUD)
     for _ in range(3):
         assert psql(c, token, "reader@example.com", "SELECT 1").returncode == 0
-    outcomes = [re.search(r'"credential":"(\w+)"', line).group(1) for line in login_lines(c)]
+    outcomes = [re.search(r'"credential":"(\w+)"', line).group(1) for line in await_login_lines(c, 3)]
     assert outcomes[0] in ("created", "reactivated", "extended") and outcomes[1:] == ["reused", "reused"]
 
     # The session ends when the token does (2 s lifetime here), even while it is open.
@@ -271,7 +281,7 @@ def test_parallel_logins_provision_each_role_once(gateway, pg, pg_idp):
         t.join(60)
     assert not errors, errors[:3]
     assert len(roles) == 50 and len(set(roles)) == 10
-    provisioned = Counter(re.search(r'"credential":"(\w+)"', line).group(1) for line in login_lines(c)
+    provisioned = Counter(re.search(r'"credential":"(\w+)"', line).group(1) for line in await_login_lines(c, 50)
                           if '"result":"allowed"' in line)
     assert provisioned["created"] + provisioned["reactivated"] + provisioned["extended"] == 10, provisioned
     assert provisioned["reused"] == 40, provisioned
