@@ -17,8 +17,9 @@ Each row: a warm-up wrk run (its own tokens for the distinct rows, so the measur
 already cached), then the measured wrk run. wrk counts every response that is not a 200 through a
 Lua `response` hook (wrk's own "Non-2xx or 3xx" misses redirects); a row with any such response,
 or with socket errors, is flagged in the table. The proxy is pinned to CPU 0 with taskset, wrk and
-the upstream to CPU 1 (a 2-core machine: the proxy gets one core to itself); the fixed-rate
-generators get CPU 1 alone and their section's upstream shares CPU 0 with the proxy.
+the upstream to CPU 1 (a 2-core machine: the proxy gets one core to itself). The fixed-rate
+generators run on CPU 1 too: h2load beside the upstream, as wrk; vegeta alone (it needs the core),
+its section's upstream then sharing CPU 0 with the proxy.
 
 Then: fixed-rate runs (vegeta, then h2load) of plain Caddy and caddy-iap's hot token at half of
 plain Caddy's measured saturation rate (p99 added latency); memory with many distinct tokens; a flood of unknown
@@ -38,6 +39,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import shlex
 import signal
 import subprocess
 import sys
@@ -529,16 +531,21 @@ def vegeta(bin_: str, url: str, token: str | None, rate: int, duration: float, w
             "status_codes": j.get("status_codes", {})}
 
 
-def h2load(url: str, token: str | None, rate: int, duration: float, work: Path) -> dict:
-    """A fixed-rate run with h2load (nghttp2, C and libev: a few µs of CPU per request, where vegeta
-    needs far more) on H2LOAD_CONNECTIONS keep-alive connections, each sent rate/connections
-    requests a second by `--rps`; the per-request log gives exact percentiles."""
-    log = work / f"h2load-{uuid.uuid4().hex[:6]}.tsv"
+def h2load_argv(rate: int, duration: float, log: str, auth: str | None, url: str) -> list[str]:
+    """h2load's command line, pinned to the load CPU: H2LOAD_CONNECTIONS keep-alive connections,
+    each sent rate/connections requests a second by `--rps`, every request logged."""
     per_conn = -(-rate // H2LOAD_CONNECTIONS)
     argv = ["h2load", "--h1", "-c", str(H2LOAD_CONNECTIONS), f"--rps={per_conn}", f"-D{duration:g}",
             f"--log-file={log}"]
-    argv += ["-H", f"Authorization: Bearer {token}"] if token else []
-    run_ = subprocess.run(pinned(LOAD_CPU, [*argv, f"{url}/items/1"]), capture_output=True, text=True,
+    argv += ["-H", f"Authorization: Bearer {auth}"] if auth else []
+    return pinned(LOAD_CPU, [*argv, f"{url}/items/1"])
+
+
+def h2load(url: str, token: str | None, rate: int, duration: float, work: Path) -> dict:
+    """A fixed-rate run with h2load (nghttp2, C and libev: a few µs of CPU per request, where vegeta
+    needs far more); the per-request log gives exact percentiles."""
+    log = work / f"h2load-{uuid.uuid4().hex[:6]}.tsv"
+    run_ = subprocess.run(h2load_argv(rate, duration, str(log), token, url), capture_output=True, text=True,
                           timeout=duration + 60)
     if run_.returncode != 0:
         raise RuntimeError(run_.stderr.strip() or run_.stdout.strip())
@@ -920,8 +927,8 @@ def write_doc(path: Path, ctx: dict) -> None:
         L.append(f"- {k}: {v}")
     L.append(f"- wrk: {ctx['wrk']}; vegeta: {ctx['vegeta_version']}; h2load: {ctx.get('h2load_version', 'not used')}")
     L.append("- pinning: " + ("proxy on CPU 0, wrk and the upstream on CPU 1 (taskset; Go sizes GOMAXPROCS to"
-                              " the affinity mask, so 1); in the fixed-rate sections the generator has CPU 1 to itself and"
-                              " that section's upstream runs on CPU 0 beside the proxy"
+                              " the affinity mask, so 1); h2load runs on CPU 1 beside the upstream, as wrk; vegeta has"
+                              " CPU 1 to itself and its section's upstream runs on CPU 0 beside the proxy"
                               if have_taskset() else "none (taskset missing or 1 CPU)"))
     if ctx.get("loadavg"):
         L.append(f"- load average (1 min) at start / after the wrk rows / at the end: {ctx['loadavg']}"
@@ -1241,30 +1248,29 @@ def main() -> None:
                              " ".join(pinned(LOAD_CPU, ["vegeta", "attack", f"-rate={rate}/s", f"-duration={d:g}s",
                                                         "-targets=targets.txt", "-keepalive=true", "-workers=32",
                                                         "-max-workers=512", "-timeout=10s"]))
-                             + " | vegeta report -type=json"))
+                             + " | vegeta report -type=json", PROXY_CPU))
             if shutil.which("h2load"):
                 ctx["h2load_version"] = sh("h2load --version").strip()
                 gens.append(("fixed_h2load", "h2load", lambda url, tok, dur: h2load(url, tok, rate, dur, work),
-                             " ".join(pinned(LOAD_CPU, ["h2load", "--h1", "-c", str(H2LOAD_CONNECTIONS),
-                                                        f"--rps={-(-rate // H2LOAD_CONNECTIONS)}", f"-D{d:g}",
-                                                        "--log-file=requests.tsv", "-H",
-                                                        "'Authorization: Bearer <token>'",
-                                                        "http://127.0.0.1:<port>/items/1"]))))
+                             shlex.join(h2load_argv(rate, d, "requests.tsv", "<token>", "http://127.0.0.1:<port>")),
+                             LOAD_CPU))
             else:
                 ctx["fixed_h2load_error"] = "h2load not found (apt-get install nghttp2-client)"
-            for ctx_key, tool, attack, cmd in gens:
+            for ctx_key, tool, attack, cmd, up_cpu in gens:
                 try:
                     print(f"fixed rate {rate}/s for {d:g}s ({tool})", flush=True)
                     res: dict = {"plain": [], "iap": []}
                     # Interleaved repeats (plain, iap, plain, iap, ...): the spread between repeats of
-                    # one row shows how much of a difference is noise. The generator gets CPU 1 to
-                    # itself, and this section's upstream runs on CPU 0 beside the proxy (which is at
-                    # half load).
-                    fixed_up = Server(work, "upstream-fixed", CADDY, '\trespond "ok" 200', cpu=PROXY_CPU).start()
+                    # one row shows how much of a difference is noise. h2load's upstream sits on CPU 1
+                    # as in the wrk rows, so the proxy has CPU 0 alone and half of plain's saturation
+                    # rate is half of its CPU; vegeta needs CPU 1 to itself, so its upstream shares
+                    # CPU 0 with the proxy (which is then busier than half).
+                    fixed_up = Server(work, "upstream-fixed", CADDY, '\trespond "ok" 200', cpu=up_cpu).start()
                     fup = f"127.0.0.1:{fixed_up.port}"
                     try:
                         for _ in range(args.fixed_repeats):
-                            for key, site, tok in (("plain", f"\treverse_proxy {fup}", None),
+                            # Both get the same request, token included (plain forwards it unchecked).
+                            for key, site, tok in (("plain", f"\treverse_proxy {fup}", hot["RS256"]),
                                                    ("iap", iap_site(fup, keys), hot["RS256"])):
                                 srv = Server(work, f"fixed-{key}", CADDY, site).start()
                                 try:
