@@ -177,7 +177,9 @@ def make_tokens(keys: Keys, alg: str, n: int, prefix: str, random_kid: bool = Fa
     if n <= 200:
         _init_signer(alg, der)
         return [t for p in parts for t in _sign_range(p)]
-    with multiprocessing.Pool(initializer=_init_signer, initargs=(alg, der)) as pool:
+    # spawn, not fork: a fork copies whatever lock another thread (an earlier pool's result
+    # handler, say) held at that instant, and a worker that inherits a held lock hangs forever.
+    with multiprocessing.get_context("spawn").Pool(initializer=_init_signer, initargs=(alg, der)) as pool:
         return [t for part in pool.imap(_sign_range, parts) for t in part]
 
 
