@@ -1252,7 +1252,7 @@ def main() -> None:
                                                         "-max-workers=512", "-timeout=10s"]))
                              + " | vegeta report -type=json", PROXY_CPU))
             if shutil.which("h2load"):
-                ctx["h2load_version"] = sh("h2load --version").strip()
+                ctx["h2load_version"] = (sh("h2load", "--version") or "?").splitlines()[0]
                 gens.append(("fixed_h2load", "h2load", lambda url, tok, dur: h2load(url, tok, rate, dur, work),
                              shlex.join(h2load_argv(rate, d, "requests.tsv", "<token>", "http://127.0.0.1:<port>")),
                              LOAD_CPU))
