@@ -435,7 +435,7 @@ func TestEngineAcceptsEveryOption(t *testing.T) {
 		t.Fatalf("the engine refused the Go module's config: %v", err)
 	}
 	defer eng.Close()
-	d, err := eng.Decide(&ffi.Request{Method: "GET", Host: "h", Path: "/"})
+	d, err := eng.Decide(ffi.Request{Method: "GET", Host: "h", Path: "/"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -164,7 +164,7 @@ func (h *Handler) serveAccessPage(w http.ResponseWriter, r *http.Request, cookie
 	}
 	setCookies(w, out.SetCookies)
 	// Decided as any request is, for the identity; the access page itself needs no allow rule.
-	d, err := h.engine.Decide(&ffi.Request{Method: r.Method, Host: r.Host, Path: r.URL.EscapedPath(), Token: out.IDToken, Session: true})
+	d, err := h.engine.Decide(ffi.Request{Method: r.Method, Host: r.Host, Path: r.URL.EscapedPath(), Token: out.IDToken, Session: true})
 	if err != nil {
 		return h.signInFailed(err)
 	}
@@ -271,9 +271,9 @@ func shellQuote(s string) string {
 }
 
 // accessDenied shows a signed-in person that their roles do not reach this page, logged as any
-// denial is.
-func (h *Handler) accessDenied(w http.ResponseWriter, r *http.Request, d *ffi.Decision) error {
-	err := h.deny(w, d)
+// denial is. d is a copy: the page holds on to it, and the caller's stays on its stack.
+func (h *Handler) accessDenied(w http.ResponseWriter, r *http.Request, d ffi.Decision) error {
+	err := h.deny(w, &d)
 	status := http.StatusForbidden
 	if he, ok := errors.AsType[caddyhttp.HandlerError](err); ok {
 		status = he.StatusCode
@@ -284,7 +284,7 @@ func (h *Handler) accessDenied(w http.ResponseWriter, r *http.Request, d *ffi.De
 	}
 	return renderPage(w, status, title, pageData{
 		Message:  message,
-		Identity: d,
+		Identity: &d,
 		SignOut:  h.loginPath + "/sign_out",
 		Link:     h.loginPath + "/",
 		LinkText: "Your access",

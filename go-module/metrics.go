@@ -50,8 +50,11 @@ func initProcessMetrics() {
 // found registered already).
 type metrics struct {
 	decisions *prometheus.CounterVec
-	latency   prometheus.Observer
-	engines   *engineCollector
+	// allowed is decisions' allow series, looked up once: it is counted on every allowed
+	// request, and a label lookup hashes its values each time.
+	allowed prometheus.Counter
+	latency prometheus.Observer
+	engines *engineCollector
 }
 
 // newMetrics registers the caddy-iap collectors with reg (nil: not registered). The returned
@@ -59,22 +62,22 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	process.once.Do(initProcessMetrics)
 	m := &metrics{decisions: process.decisions, latency: process.latency, engines: process.engines}
-	if reg == nil {
-		return m, nil
-	}
 	var errs []error
-	var err error
-	if m.decisions, err = registerOrReuse(reg, process.decisions); err != nil {
-		errs = append(errs, err)
+	if reg != nil {
+		var err error
+		if m.decisions, err = registerOrReuse(reg, process.decisions); err != nil {
+			errs = append(errs, err)
+		}
+		var latency prometheus.Histogram
+		if latency, err = registerOrReuse(reg, process.latency); err != nil {
+			errs = append(errs, err)
+		}
+		m.latency = latency
+		if m.engines, err = registerOrReuse(reg, process.engines); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	var latency prometheus.Histogram
-	if latency, err = registerOrReuse(reg, process.latency); err != nil {
-		errs = append(errs, err)
-	}
-	m.latency = latency
-	if m.engines, err = registerOrReuse(reg, process.engines); err != nil {
-		errs = append(errs, err)
-	}
+	m.allowed = m.decisions.WithLabelValues(resultAllow, ffi.ReasonAllowed.String())
 	return m, errors.Join(errs...)
 }
 
@@ -111,6 +114,15 @@ func (m *metrics) decision(result, reason string, took time.Duration) {
 	if took > 0 {
 		m.latency.Observe(took.Seconds())
 	}
+}
+
+// allow counts one allowed request and how long the engine took.
+func (m *metrics) allow(took time.Duration) {
+	if m == nil {
+		return
+	}
+	m.allowed.Inc()
+	m.latency.Observe(took.Seconds())
 }
 
 // track adds an engine whose stats are reported at scrape time.

@@ -257,7 +257,7 @@ type TokenSource struct {
 // in tests.
 type engine interface {
 	// Decide runs one request through the engine.
-	Decide(*ffi.Request) (ffi.Decision, error)
+	Decide(ffi.Request) (ffi.Decision, error)
 	// PublicJWKS returns the assertion public keys as a JWKS document; nil when none.
 	PublicJWKS() []byte
 	// Stats returns the engine's counters; false once closed.

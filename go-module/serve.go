@@ -85,7 +85,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 	start := time.Now()
-	d, err := h.engine.Decide(&req)
+	d, err := h.engine.Decide(req)
 	took := time.Since(start)
 	if err != nil {
 		status, reason, level := http.StatusInternalServerError, ffi.ReasonInternal, zapcore.ErrorLevel
@@ -112,16 +112,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		if req.Session && isNavigation(r) {
 			// A signed-in person, not a client: a page saying who they are and what to do.
-			return h.accessDenied(w, r, &d)
+			return h.accessDenied(w, r, d)
 		}
 		return h.deny(w, &d)
 	}
-	h.metrics.decision(resultAllow, d.ReasonLabel(), took)
+	h.metrics.allow(took)
 
 	for _, hd := range d.SetHeaders {
-		r.Header.Set(hd.Name, hd.Value) // the engine's names come canonical: no copy here
+		r.Header[hd.Name] = []string{hd.Value} // the engine's names come canonical
 	}
-	if len(r.Header.Values("Connection")) > 0 {
+	if len(r.Header["Connection"]) > 0 {
 		// Rare; and it keeps every set header safe even if the engine ever sets one it
 		// did not list as owned.
 		set := make([]string, len(d.SetHeaders))
@@ -197,7 +197,7 @@ func (h *Handler) token(r *http.Request) (string, error) {
 	for _, src := range h.sources {
 		switch src.Kind {
 		case SourceBearer:
-			vals := r.Header.Values("Authorization")
+			vals := r.Header["Authorization"]
 			if len(vals) > 1 {
 				return "", fmt.Errorf("%w: %d Authorization headers", errAmbiguous, len(vals))
 			}
@@ -249,9 +249,9 @@ func (h *Handler) removeToken(hdr http.Header) {
 		case SourceBearer:
 			// Another scheme (Basic, say) is not a token of ours; an allowed request carries
 			// at most one Authorization header.
-			for _, v := range hdr.Values("Authorization") {
+			for _, v := range hdr["Authorization"] {
 				if scheme, _, _ := strings.Cut(v, " "); strings.EqualFold(scheme, "Bearer") {
-					hdr.Del("Authorization")
+					delete(hdr, "Authorization")
 					break
 				}
 			}
@@ -373,25 +373,25 @@ func scrubConnection(hdr http.Header, names []string) {
 	hdr["Connection"] = kept
 }
 
-// stripHeaders deletes every listed header. The engine's names come canonical (OwnedHeaders),
-// which makes each Del a plain map delete.
+// stripHeaders deletes every listed header. The names must be canonical (the engine's come so,
+// from OwnedHeaders): each is a plain map delete.
 func stripHeaders(h http.Header, names []string) {
 	for _, n := range names {
-		h.Del(n)
+		delete(h, n)
 	}
 }
 
 // setUserPlaceholders sets `{http.auth.user.*}` as Caddy's authentication handler does.
 func setUserPlaceholders(repl *caddy.Replacer, d *ffi.Decision) {
 	repl.Set("http.auth.user.id", d.Subject)
-	for _, p := range []struct{ key, val string }{
-		{"email", d.Email},
-		{"name", d.Name},
-		{"issuer", d.Issuer},
-		{"roles", strings.Join(d.Roles, ",")},
+	for _, p := range [...]struct{ key, val string }{
+		{"http.auth.user.email", d.Email},
+		{"http.auth.user.name", d.Name},
+		{"http.auth.user.issuer", d.Issuer},
+		{"http.auth.user.roles", strings.Join(d.Roles, ",")},
 	} {
 		if p.val != "" {
-			repl.Set("http.auth.user."+p.key, p.val)
+			repl.Set(p.key, p.val)
 		}
 	}
 }

@@ -212,7 +212,8 @@ typedef struct {
   uint64_t expires_at;
 } iap_decision_view;
 
-// One request's facts, borrowed for the duration of [`iap_engine_decide`].
+// One request's facts, passed by value to [`iap_engine_decide`]; the bytes its views point at
+// are borrowed for that call.
 typedef struct {
   // HTTP method.
   iap_str method;
@@ -434,11 +435,16 @@ iap_result iap_engine_new(const uint8_t *config_json,
 void iap_engine_free(const iap_engine *engine);
 
 // Decides one request. On `IAP_RESULT_OK` writes a decision (allow or deny) to
-// `*decision_out`; the caller owns it and must free it with `iap_decision_free`. The request's
-// bytes are only borrowed for this call.
+// `*decision_out`; the caller owns it and must free it with `iap_decision_free`. When
+// `view_out` is non-NULL it also gets the decision's view, as `iap_decision_get` would write
+// it (valid until the decision is freed), so a caller needs one call to decide and read.
+//
+// `request` is passed by value: its views are the only memory the caller lends, and only for
+// this call.
 iap_result iap_engine_decide(const iap_engine *engine,
-                             const iap_request *request,
-                             iap_decision **decision_out);
+                             iap_request request,
+                             iap_decision **decision_out,
+                             iap_decision_view *view_out);
 
 // Writes the assertion public keys (a JWKS JSON document) to `*out`, borrowed from the engine
 // and valid until the engine is freed; an empty view when assertions are off.

@@ -19,6 +19,13 @@ package ffi
 #include <stdint.h>
 #include <stdlib.h>
 #include "caddy_iap.h"
+
+// Neither keeps a Go pointer past the call nor calls back into Go: the out-parameters can
+// stay on the goroutine stack.
+#cgo noescape iap_engine_decide
+#cgo nocallback iap_engine_decide
+#cgo noescape iap_decision_free
+#cgo nocallback iap_decision_free
 */
 import "C"
 
@@ -141,29 +148,28 @@ func (e *Engine) Stats() (Stats, bool) {
 	}, true
 }
 
-// Decide runs one request through the engine: one C call, no JSON. The request's strings are
-// passed to C without copying (pinned for the call); the decision is copied into Go memory
-// and the Rust one freed before returning.
-func (e *Engine) Decide(req *Request) (Decision, error) {
+// Decide runs one request through the engine. The request's strings are lent to C without
+// copying; the engine decides and writes the decision's view in one C call, the view is copied
+// into Go memory (every string in one allocation), and the Rust decision is freed before
+// returning.
+func (e *Engine) Decide(req Request) (Decision, error) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	if e.p == nil {
 		return Decision{}, ErrClosed
 	}
 
-	// The strings' bytes are Go memory reached through a Go struct passed to C, so cgo's
-	// rules want them pinned for the call.
-	var pin runtime.Pinner
-	defer pin.Unpin()
+	// Passed by value, so the string views are call arguments: nothing to pin.
 	creq := C.iap_request{
-		method:  borrow(&pin, req.Method),
-		host:    borrow(&pin, req.Host),
-		path:    borrow(&pin, req.Path),
-		token:   borrow(&pin, req.Token),
+		method:  lend(req.Method),
+		host:    lend(req.Host),
+		path:    lend(req.Path),
+		token:   lend(req.Token),
 		session: C.bool(req.Session),
 	}
 	var cdec *C.iap_decision
-	res := C.iap_engine_decide(e.ptr(), &creq, &cdec)
+	var v C.iap_decision_view
+	res := C.iap_engine_decide(e.ptr(), creq, &cdec, &v)
 	runtime.KeepAlive(e)
 	runtime.KeepAlive(req)
 	if Result(res) != ResultOK {
@@ -174,63 +180,100 @@ func (e *Engine) Decide(req *Request) (Decision, error) {
 		return Decision{}, &Error{Op: "iap_engine_decide", Code: ResultNullParameter, Message: "no decision returned"}
 	}
 	defer C.iap_decision_free(cdec)
+	return e.decisionOf(&v), nil
+}
 
-	var v C.iap_decision_view
-	C.iap_decision_get(cdec, &v)
+// decisionOf copies a decision's view into Go values. Every string the view lends is copied
+// into one allocation; constant strings (the allowed reason, alg names, header names) are
+// not copied at all, so a hot request allocates three times at most.
+func (e *Engine) decisionOf(v *C.iap_decision_view) Decision {
+	roles := sliceOf(v.roles, v.roles_len)
+	hs := sliceOf(v.set_headers, v.set_headers_len)
+	allowed := ReasonCode(v.reason_code) == ReasonAllowed
+	known := int(v.reason_code) < len(reasonNames)
+
+	size := int(v.www_authenticate.len + v.subject.len + v.email.len + v.name.len + v.issuer.len + v.kid.len + v.jti.len)
+	if !allowed {
+		size += int(v.reason.len)
+	}
+	if !known {
+		size += int(v.reason_name.len)
+	}
+	for _, r := range roles {
+		size += int(r.len)
+	}
+	for _, h := range hs {
+		size += int(h.value.len)
+	}
+	b := copier{buf: make([]byte, 0, size)}
+
 	d := Decision{
 		Allowed:         bool(v.allowed),
 		Status:          int(v.status),
 		Reason:          ReasonCode(v.reason_code),
-		WWWAuthenticate: stringOf(v.www_authenticate),
-		Subject:         stringOf(v.subject),
-		Email:           stringOf(v.email),
-		Name:            stringOf(v.name),
-		Issuer:          stringOf(v.issuer),
-		Kid:             stringOf(v.kid),
+		WWWAuthenticate: b.copy(v.www_authenticate),
+		Subject:         b.copy(v.subject),
+		Email:           b.copy(v.email),
+		Name:            b.copy(v.name),
+		Issuer:          b.copy(v.issuer),
+		Kid:             b.copy(v.kid),
 		Alg:             algName(v.alg),
-		JTI:             stringOf(v.jti),
+		JTI:             b.copy(v.jti),
 		CacheHit:        bool(v.cache_hit),
 		ExpiresAt:       uint64(v.expires_at),
+		StripHeaders:    e.canonical,
 	}
-	// Constant strings where the engine's are constant, so a hot request allocates only
-	// for what is its own (identity values, the assertion).
-	if d.Reason == ReasonAllowed {
+	if allowed {
 		d.ReasonText = "allowed"
 	} else {
-		d.ReasonText = stringOf(v.reason)
+		d.ReasonText = b.copy(v.reason)
 	}
-	if int(d.Reason) >= len(reasonNames) {
-		d.ReasonName = stringOf(v.reason_name)
+	if !known {
+		d.ReasonName = b.copy(v.reason_name)
 	}
-	d.StripHeaders = e.canonical
-	if roles := sliceOf(v.roles, v.roles_len); len(roles) > 0 {
+	if len(roles) > 0 {
 		d.Roles = make([]string, len(roles))
 		for i, r := range roles {
-			d.Roles[i] = stringOf(r)
+			d.Roles[i] = b.copy(r)
 		}
 	}
-	if hs := sliceOf(v.set_headers, v.set_headers_len); len(hs) > 0 {
+	if len(hs) > 0 {
 		d.SetHeaders = make([]Header, len(hs))
 		for i, h := range hs {
 			// Every header the engine sets is on its strip list: reuse that name.
-			d.SetHeaders[i] = Header{Name: e.ownedName(h.name), Value: stringOf(h.value)}
+			d.SetHeaders[i] = Header{Name: e.ownedName(h.name), Value: b.copy(h.value)}
 		}
 	}
-	return d, nil
+	return d
+}
+
+// copier copies C strings into one Go buffer sized for all of them up front, and hands out
+// each copy as a string sharing that buffer. The buffer never grows (so never moves) and no
+// byte is written twice, which is what makes the strings immutable.
+type copier struct{ buf []byte }
+
+func (c *copier) copy(s C.iap_str) string {
+	if s.data == nil || s.len == 0 {
+		return ""
+	}
+	if int(s.len) > cap(c.buf)-len(c.buf) {
+		return stringOf(s) // not sized for: a copy of its own (never expected)
+	}
+	start := len(c.buf)
+	c.buf = append(c.buf, unsafe.Slice((*byte)(unsafe.Pointer(s.data)), int(s.len))...)
+	return unsafe.String(&c.buf[start], int(s.len))
 }
 
 // readOwnedHeaders copies the engine's strip list, which is the same in every decision, from
 // a decision on an empty request (no token: a denial, decided without any I/O).
 func (e *Engine) readOwnedHeaders() error {
-	var creq C.iap_request
 	var cdec *C.iap_decision
-	if res := C.iap_engine_decide(e.ptr(), &creq, &cdec); Result(res) != ResultOK || cdec == nil {
+	var v C.iap_decision_view
+	if res := C.iap_engine_decide(e.ptr(), C.iap_request{}, &cdec, &v); Result(res) != ResultOK || cdec == nil {
 		C.iap_decision_free(cdec)
 		return &Error{Op: "iap_engine_decide", Code: Result(res)}
 	}
 	defer C.iap_decision_free(cdec)
-	var v C.iap_decision_view
-	C.iap_decision_get(cdec, &v)
 	hs := sliceOf(v.strip_headers, v.strip_headers_len)
 	e.owned = make([]string, len(hs))
 	e.canonical = make([]string, len(hs))
@@ -316,8 +359,17 @@ func callNew(op string, call func(buf *C.uint8_t, n C.size_t, written *C.size_t)
 	return nil
 }
 
-// borrow lends s to C for one call. s's bytes hold no Go pointers; pinning them lets them be
-// reached through the Go-allocated iap_request.
+// lend views s's bytes for one C call that takes the view by value. The bytes hold no Go
+// pointers and are only read during the call (the caller keeps s alive across it).
+func lend(s string) C.iap_str {
+	if len(s) == 0 {
+		return C.iap_str{}
+	}
+	return C.iap_str{data: (*C.uint8_t)(unsafe.Pointer(unsafe.StringData(s))), len: C.size_t(len(s))}
+}
+
+// borrow lends s to C for one call through a Go-allocated struct: s's bytes hold no Go
+// pointers, and pinning them lets them be reached through that struct.
 func borrow(pin *runtime.Pinner, s string) C.iap_str {
 	if len(s) == 0 {
 		return C.iap_str{}

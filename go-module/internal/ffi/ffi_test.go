@@ -66,7 +66,7 @@ func TestDecide(t *testing.T) {
 	e := newEngine(t, key, nil)
 
 	t.Run("allowed", func(t *testing.T) {
-		d, err := e.Decide(&Request{Method: "GET", Host: "app.test", Path: "/items/1", Token: key.Sign(claims("alice", "readers"))})
+		d, err := e.Decide(Request{Method: "GET", Host: "app.test", Path: "/items/1", Token: key.Sign(claims("alice", "readers"))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -97,7 +97,7 @@ func TestDecide(t *testing.T) {
 	})
 
 	t.Run("missing token", func(t *testing.T) {
-		d, err := e.Decide(&Request{Method: "GET", Host: "app.test", Path: "/items/1"})
+		d, err := e.Decide(Request{Method: "GET", Host: "app.test", Path: "/items/1"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,7 +114,7 @@ func TestDecide(t *testing.T) {
 
 	t.Run("forged", func(t *testing.T) {
 		other := testjwt.NewES256("k1") // same kid, different key
-		d, err := e.Decide(&Request{Method: "GET", Path: "/items/1", Token: other.Sign(claims("mallory", "readers"))})
+		d, err := e.Decide(Request{Method: "GET", Path: "/items/1", Token: other.Sign(claims("mallory", "readers"))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +124,7 @@ func TestDecide(t *testing.T) {
 	})
 
 	t.Run("forbidden", func(t *testing.T) {
-		d, err := e.Decide(&Request{Method: "DELETE", Path: "/items/1", Token: key.Sign(claims("bob", "readers"))})
+		d, err := e.Decide(Request{Method: "DELETE", Path: "/items/1", Token: key.Sign(claims("bob", "readers"))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,7 +134,7 @@ func TestDecide(t *testing.T) {
 	})
 
 	t.Run("invalid UTF-8 in the path", func(t *testing.T) {
-		_, err := e.Decide(&Request{Method: "GET", Path: "/\xff"})
+		_, err := e.Decide(Request{Method: "GET", Path: "/\xff"})
 		var fe *Error
 		if !errors.As(err, &fe) || fe.Code != ResultInvalidParameter {
 			t.Errorf("err = %v", err)
@@ -171,7 +171,7 @@ func TestPEMKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	d, err := e.Decide(&Request{Method: "GET", Path: "/", Token: key.Sign(claims("carol"))})
+	d, err := e.Decide(Request{Method: "GET", Path: "/", Token: key.Sign(claims("carol"))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func TestCloseIsIdempotentAndGuards(t *testing.T) {
 	var nilEngine *Engine
 	nilEngine.Close()
 
-	if _, err := e.Decide(&Request{Method: "GET", Path: "/"}); !errors.Is(err, ErrClosed) {
+	if _, err := e.Decide(Request{Method: "GET", Path: "/"}); !errors.Is(err, ErrClosed) {
 		t.Errorf("Decide after Close: %v", err)
 	}
 	if _, ok := e.Stats(); ok {
@@ -225,7 +225,7 @@ func TestConcurrentDecideAndClose(t *testing.T) {
 	for g := range 16 {
 		wg.Go(func() {
 			for i := range 50 {
-				d, err := e.Decide(&Request{Method: "GET", Host: "h", Path: "/items/x", Token: tokens[(g+i)%len(tokens)]})
+				d, err := e.Decide(Request{Method: "GET", Host: "h", Path: "/items/x", Token: tokens[(g+i)%len(tokens)]})
 				switch {
 				case errors.Is(err, ErrClosed):
 					return
@@ -309,7 +309,7 @@ func TestVersion(t *testing.T) {
 func BenchmarkDecideCached(b *testing.B) {
 	key := testjwt.NewES256("k1")
 	e := newEngine(b, key, nil)
-	req := &Request{Method: "GET", Host: "api.test", Path: "/items/1", Token: key.Sign(claims("alice", "readers"))}
+	req := Request{Method: "GET", Host: "api.test", Path: "/items/1", Token: key.Sign(claims("alice", "readers"))}
 	if d, err := e.Decide(req); err != nil || !d.Allowed {
 		b.Fatalf("warm-up: %v %+v", err, d)
 	}

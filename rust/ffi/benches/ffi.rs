@@ -50,10 +50,9 @@ fn bench(c: &mut Criterion) {
     c.bench_function("ffi/decide_view_free_cached", |b| {
         b.iter(|| {
             let mut d = ptr::null_mut();
-            iap_engine_decide(engine, black_box(&req), &mut d);
             let mut view = MaybeUninit::uninit();
-            iap_decision_get(d, view.as_mut_ptr());
-            // SAFETY: written by iap_decision_get for a non-NULL decision.
+            iap_engine_decide(engine, black_box(req), &mut d, view.as_mut_ptr());
+            // SAFETY: written by iap_engine_decide with the decision.
             let allowed = unsafe { view.assume_init_ref() }.allowed;
             iap_decision_free(d);
             allowed

@@ -93,7 +93,7 @@ impl DecisionBox {
         }
     }
 
-    fn view(&self) -> iap_decision_view<'_> {
+    pub(crate) fn view(&self) -> iap_decision_view<'_> {
         let d = &self.decision;
         let id = d.identity.as_deref();
         let text =

@@ -3,9 +3,11 @@
 use base64::Engine as _;
 use caddy_iap_core::{Alg, Config, Engine, Request, generate_signing_key};
 
-use crate::decision::DecisionBox;
+use crate::decision::{DecisionBox, iap_decision, iap_decision_view};
 use crate::error::{finish_new, iap_result};
-use crate::ffi::{arc_clone, arc_free, arc_ref, box_into_ptr, bytes, bytes_mut, write_out};
+use crate::ffi::{
+    arc_clone, arc_free, arc_ref, box_into_ptr, box_ref, bytes, bytes_mut, write_out,
+};
 use crate::slice::iap_str;
 
 /// An engine built from one configuration. Opaque; shared (reference-counted) by all callers.
@@ -41,7 +43,8 @@ unsafe impl Send for EngineBox {}
 // SAFETY: as above.
 unsafe impl Sync for EngineBox {}
 
-/// One request's facts, borrowed for the duration of [`iap_engine_decide`].
+/// One request's facts, passed by value to [`iap_engine_decide`]; the bytes its views point at
+/// are borrowed for that call.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct iap_request<'a> {
@@ -122,21 +125,22 @@ pub extern "C" fn iap_engine_free(engine: *const iap_engine) {
 }
 
 /// Decides one request. On `IAP_RESULT_OK` writes a decision (allow or deny) to
-/// `*decision_out`; the caller owns it and must free it with `iap_decision_free`. The request's
-/// bytes are only borrowed for this call.
+/// `*decision_out`; the caller owns it and must free it with `iap_decision_free`. When
+/// `view_out` is non-NULL it also gets the decision's view, as `iap_decision_get` would write
+/// it (valid until the decision is freed), so a caller needs one call to decide and read.
+///
+/// `request` is passed by value: its views are the only memory the caller lends, and only for
+/// this call.
 #[unsafe(no_mangle)]
 pub extern "C" fn iap_engine_decide(
     engine: *const iap_engine,
-    request: *const iap_request<'_>,
-    decision_out: *mut *mut crate::decision::iap_decision,
+    request: iap_request<'_>,
+    decision_out: *mut *mut iap_decision,
+    view_out: *mut iap_decision_view<'_>,
 ) -> iap_result {
     ffi_panic_boundary! {
         // SAFETY: `engine` is NULL or a live engine for the duration of this call.
         let Some(engine) = (unsafe { arc_clone::<EngineBox, iap_engine>(engine) }) else {
-            return iap_result::NullParameter;
-        };
-        // SAFETY: `request` is NULL or points at a valid `iap_request` for this call.
-        let Some(req) = (unsafe { request.as_ref() }) else {
             return iap_result::NullParameter;
         };
         if decision_out.is_null() {
@@ -146,20 +150,28 @@ pub extern "C" fn iap_engine_decide(
             // SAFETY: the caller lends each view's bytes for this call.
             unsafe { bytes(s.data, s.len) }.and_then(|b| std::str::from_utf8(b).ok())
         };
-        let (Some(method), Some(host), Some(path)) = (text(req.method), text(req.host), text(req.path)) else {
+        let (Some(method), Some(host), Some(path)) =
+            (text(request.method), text(request.host), text(request.path))
+        else {
             return iap_result::InvalidParameter;
         };
         // SAFETY: the caller lends the token's bytes for this call.
-        let Some(token) = (unsafe { bytes(req.token.data, req.token.len) }) else {
+        let Some(token) = (unsafe { bytes(request.token.data, request.token.len) }) else {
             return iap_result::NullParameter;
         };
         let token = (!token.is_empty()).then_some(token);
-        let request = match token {
-            Some(t) if req.session => Request::from_session(method, host, path, t),
+        let req = match token {
+            Some(t) if request.session => Request::from_session(method, host, path, t),
             _ => Request::new(method, host, path, token),
         };
-        let decision = engine.engine.decide(&request);
-        let boxed = box_into_ptr(DecisionBox::new(decision, engine));
+        let decision = engine.engine.decide(&req);
+        let boxed: *mut iap_decision = box_into_ptr(DecisionBox::new(decision, engine));
+        // SAFETY: `boxed` was made just above and is not freed before this returns; the view
+        // borrows it, which its contract leaves alive until the caller frees it.
+        if let Some(d) = unsafe { box_ref::<DecisionBox, iap_decision>(boxed) } {
+            // SAFETY: `view_out` is NULL or a writable view.
+            unsafe { write_out(view_out, d.view()) };
+        }
         // SAFETY: checked non-NULL above.
         unsafe { write_out(decision_out, boxed) };
         iap_result::Ok

@@ -44,14 +44,20 @@ fn decide(
         session: false,
     };
     let mut decision = ptr::null_mut();
+    let mut view = MaybeUninit::<iap_decision_view<'static>>::uninit();
     assert_eq!(
-        iap_engine_decide(engine, &req, &mut decision),
+        iap_engine_decide(engine, req, &mut decision, view.as_mut_ptr()),
         iap_result::Ok
     );
-    let mut view = MaybeUninit::<iap_decision_view<'static>>::uninit();
-    iap_decision_get(decision, view.as_mut_ptr());
+    // SAFETY: iap_engine_decide wrote the whole view with the decision.
+    let view = unsafe { view.assume_init() };
+    // The view the decide call wrote is the one iap_decision_get gives later.
+    let mut again = MaybeUninit::<iap_decision_view<'static>>::uninit();
+    iap_decision_get(decision, again.as_mut_ptr());
     // SAFETY: iap_decision_get wrote the whole view for a non-NULL decision.
-    (unsafe { view.assume_init() }, decision)
+    let again = unsafe { again.assume_init() };
+    assert_eq!(format!("{view:?}"), format!("{again:?}"));
+    (view, decision)
 }
 
 #[test]
@@ -152,8 +158,15 @@ fn null_arguments_are_refused_not_dereferenced() {
         iap_result::NullParameter
     );
     let mut decision = ptr::null_mut();
+    let empty = iap_request {
+        method: iap_str::new(b""),
+        host: iap_str::new(b""),
+        path: iap_str::new(b""),
+        token: iap_str::new(b""),
+        session: false,
+    };
     assert_eq!(
-        iap_engine_decide(ptr::null(), ptr::null(), &mut decision),
+        iap_engine_decide(ptr::null(), empty, &mut decision, ptr::null_mut()),
         iap_result::NullParameter
     );
     assert!(decision.is_null());
@@ -171,7 +184,7 @@ fn null_arguments_are_refused_not_dereferenced() {
         session: false,
     };
     assert_eq!(
-        iap_engine_decide(engine, &bad, &mut decision),
+        iap_engine_decide(engine, bad, &mut decision, ptr::null_mut()),
         iap_result::InvalidParameter
     );
     assert!(decision.is_null());

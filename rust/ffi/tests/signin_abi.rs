@@ -201,13 +201,12 @@ fn a_session_id_token_is_decided_only_as_a_session() {
             session,
         };
         let mut decision = ptr::null_mut();
+        let mut v = MaybeUninit::<iap_decision_view<'_>>::uninit();
         assert_eq!(
-            iap_engine_decide(engine, &req, &mut decision),
+            iap_engine_decide(engine, req, &mut decision, v.as_mut_ptr()),
             iap_result::Ok
         );
-        let mut v = MaybeUninit::<iap_decision_view<'_>>::uninit();
-        iap_decision_get(decision, v.as_mut_ptr());
-        // SAFETY: iap_decision_get wrote the whole view for a non-NULL decision.
+        // SAFETY: iap_engine_decide wrote the whole view with the decision.
         let v = unsafe { v.assume_init() };
         assert_eq!(v.status, status, "session = {session}");
         iap_decision_free(decision);
