@@ -100,7 +100,8 @@ typedef struct {
   size_t len;
 } iap_str;
 
-// One request's facts, borrowed for the duration of [`iap_cosmos_authorize`].
+// One request's facts, passed by value to [`iap_cosmos_authorize`]; the bytes its views point
+// at are borrowed for that call.
 typedef struct {
   // HTTP method, upper case.
   iap_str method;
@@ -244,7 +245,8 @@ typedef struct {
   uint64_t cached_tokens;
 } iap_engine_stats;
 
-// One login attempt's facts, borrowed for the duration of [`iap_pg_gateway_login`].
+// One login attempt's facts, passed by value to [`iap_pg_gateway_login`]; the bytes its views
+// point at are borrowed for that call.
 typedef struct {
   // The password the client sent: its token.
   iap_str token;
@@ -382,10 +384,13 @@ void iap_cosmos_gateway_free(const iap_cosmos_gateway *gateway);
 // token request (bounded by the policy's timeout).
 //
 // On `IAP_RESULT_OK` writes a decision to `*decision_out`; the caller owns it and must free it
-// with [`iap_cosmos_decision_free`]. The request is only borrowed for this call.
+// with [`iap_cosmos_decision_free`]. When `view_out` is non-NULL it also gets the decision's
+// view, as [`iap_cosmos_decision_get`] would write it. `request` is passed by value; the bytes
+// its views point at are borrowed for this call only.
 iap_result iap_cosmos_authorize(const iap_cosmos_gateway *gateway,
-                                const iap_cosmos_request *request,
-                                iap_cosmos_decision **decision_out);
+                                iap_cosmos_request request,
+                                iap_cosmos_decision **decision_out,
+                                iap_cosmos_decision_view *view_out);
 
 // Writes a view of `decision` to `*view_out`. Does nothing when either pointer is NULL.
 void iap_cosmos_decision_get(const iap_cosmos_decision *decision,
@@ -485,9 +490,10 @@ void iap_pg_gateway_free(const iap_pg_gateway *gateway);
 // a re-used credential), each bounded by the policy's timeouts.
 //
 // On `IAP_RESULT_OK` writes a login (minted or refused) to `*login_out`; the caller owns it
-// and must free it with [`iap_pg_login_free`]. The request is only borrowed for this call.
+// and must free it with [`iap_pg_login_free`]. `request` is passed by value; the bytes its
+// views point at are borrowed for this call only.
 iap_result iap_pg_gateway_login(const iap_pg_gateway *gateway,
-                                const iap_pg_login_request *request,
+                                iap_pg_login_request request,
                                 iap_pg_login **login_out);
 
 // Writes a view of `login` to `*view_out`. Does nothing when either pointer is NULL.

@@ -4,6 +4,12 @@ package ffi
 #include <stdint.h>
 #include <stdlib.h>
 #include "caddy_iap.h"
+
+// As iap_engine_decide (ffi.go): no Go pointer kept, no call back into Go.
+#cgo noescape iap_cosmos_authorize
+#cgo nocallback iap_cosmos_authorize
+#cgo noescape iap_cosmos_decision_free
+#cgo nocallback iap_cosmos_decision_free
 */
 import "C"
 
@@ -101,29 +107,28 @@ func (g *CosmosGateway) Authorize(r *CosmosRequest) (CosmosDecision, error) {
 	if g.p == nil {
 		return CosmosDecision{}, ErrClosed
 	}
-	var pin runtime.Pinner
-	defer pin.Unpin()
+	// Passed by value, so the views are call arguments: nothing to pin.
 	req := C.iap_cosmos_request{
-		method:        borrow(&pin, r.Method),
-		path:          borrow(&pin, r.EscapedPath),
-		authorization: borrow(&pin, r.Authorization),
-		is_query:      borrow(&pin, r.IsQuery),
-		content_type:  borrow(&pin, r.ContentType),
-		is_upsert:     borrow(&pin, r.IsUpsert),
-		is_batch:      borrow(&pin, r.IsBatch),
-		body:          borrowBytes(&pin, r.Body),
+		method:        lend(r.Method),
+		path:          lend(r.EscapedPath),
+		authorization: lend(r.Authorization),
+		is_query:      lend(r.IsQuery),
+		content_type:  lend(r.ContentType),
+		is_upsert:     lend(r.IsUpsert),
+		is_batch:      lend(r.IsBatch),
+		body:          lendBytes(r.Body),
 	}
 	var out *C.iap_cosmos_decision
-	res := C.iap_cosmos_authorize(g.p, &req, &out)
+	var v C.iap_cosmos_decision_view
+	res := C.iap_cosmos_authorize(g.p, req, &out, &v)
 	runtime.KeepAlive(g)
+	runtime.KeepAlive(r)
 	if Result(res) != ResultOK || out == nil {
 		C.iap_cosmos_decision_free(out)
 		return CosmosDecision{}, &Error{Op: "iap_cosmos_authorize", Code: Result(res)}
 	}
 	defer C.iap_cosmos_decision_free(out)
 
-	var v C.iap_cosmos_decision_view
-	C.iap_cosmos_decision_get(out, &v)
 	return CosmosDecision{
 		Allowed:         bool(v.allowed),
 		Status:          int(v.status),
@@ -146,9 +151,7 @@ func (g *CosmosGateway) Authorize(r *CosmosRequest) (CosmosDecision, error) {
 // RewriteCosmosAccount returns the account document body with every advertised endpoint
 // replaced by gatewayURL; an error when body is not an account document.
 func RewriteCosmosAccount(body []byte, gatewayURL string) ([]byte, error) {
-	var pin runtime.Pinner
-	defer pin.Unpin()
-	url := borrow(&pin, gatewayURL)
+	url := lend(gatewayURL)
 	if len(body) == 0 {
 		return nil, &Error{Op: "iap_cosmos_rewrite_account", Code: ResultInvalidParameter}
 	}
@@ -161,6 +164,7 @@ func RewriteCosmosAccount(body []byte, gatewayURL string) ([]byte, error) {
 			(*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(buf))), C.size_t(len(buf)), &written)
 		runtime.KeepAlive(body)
 		runtime.KeepAlive(buf)
+		runtime.KeepAlive(gatewayURL)
 		switch {
 		case Result(res) == ResultOK:
 			return buf[:written], nil
@@ -173,12 +177,10 @@ func RewriteCosmosAccount(body []byte, gatewayURL string) ([]byte, error) {
 	return nil, &Error{Op: "iap_cosmos_rewrite_account", Code: ResultBufferTooSmall}
 }
 
-// borrowBytes lends b to C for one call, as borrow does for strings.
-func borrowBytes(pin *runtime.Pinner, b []byte) C.iap_str {
+// lendBytes views b for one C call that takes the view by value, as lend does for strings.
+func lendBytes(b []byte) C.iap_str {
 	if len(b) == 0 {
 		return C.iap_str{}
 	}
-	p := unsafe.SliceData(b)
-	pin.Pin(p)
-	return C.iap_str{data: (*C.uint8_t)(unsafe.Pointer(p)), len: C.size_t(len(b))}
+	return C.iap_str{data: (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(b))), len: C.size_t(len(b))}
 }

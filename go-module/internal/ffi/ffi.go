@@ -368,17 +368,6 @@ func lend(s string) C.iap_str {
 	return C.iap_str{data: (*C.uint8_t)(unsafe.Pointer(unsafe.StringData(s))), len: C.size_t(len(s))}
 }
 
-// borrow lends s to C for one call through a Go-allocated struct: s's bytes hold no Go
-// pointers, and pinning them lets them be reached through that struct.
-func borrow(pin *runtime.Pinner, s string) C.iap_str {
-	if len(s) == 0 {
-		return C.iap_str{}
-	}
-	p := unsafe.StringData(s)
-	pin.Pin(p)
-	return C.iap_str{data: (*C.uint8_t)(unsafe.Pointer(p)), len: C.size_t(len(s))}
-}
-
 // bytesOf copies a borrowed C byte view into Go memory.
 func bytesOf(s C.iap_str) []byte {
 	if s.data == nil || s.len == 0 {

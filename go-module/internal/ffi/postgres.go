@@ -92,18 +92,18 @@ func (g *PgGateway) Login(token, user, database string, fresh, session bool) (Pg
 	if g.p == nil {
 		return PgLogin{}, ErrClosed
 	}
-	var pin runtime.Pinner
-	defer pin.Unpin()
+	// Passed by value, so the views are call arguments: nothing to pin.
 	req := C.iap_pg_login_request{
-		token:    borrow(&pin, token),
-		user:     borrow(&pin, user),
-		database: borrow(&pin, database),
+		token:    lend(token),
+		user:     lend(user),
+		database: lend(database),
 		fresh:    C.bool(fresh),
 		session:  C.bool(session),
 	}
 	var out *C.iap_pg_login
-	res := C.iap_pg_gateway_login(g.p, &req, &out)
+	res := C.iap_pg_gateway_login(g.p, req, &out)
 	runtime.KeepAlive(g)
+	runtime.KeepAlive(token)
 	if Result(res) != ResultOK || out == nil {
 		C.iap_pg_login_free(out)
 		return PgLogin{}, &Error{Op: "iap_pg_gateway_login", Code: Result(res)}

@@ -65,44 +65,43 @@ func (s *SignIn) Close() {
 // with a login cookie, or an error outcome when the provider cannot be reached. cookies are
 // the request's Cookie values joined with "; " (abandoned sign-ins' cookies get cleared).
 func (s *SignIn) Begin(returnTo, redirectURI, cookies string) (SignInOutcome, error) {
-	return s.call("iap_signin_begin", func(p *C.iap_signin, pin *runtime.Pinner, out **C.iap_signin_outcome) C.iap_result {
-		return C.iap_signin_begin(p, borrow(pin, returnTo), borrow(pin, redirectURI), borrow(pin, cookies), out)
+	return s.call("iap_signin_begin", func(p *C.iap_signin, out **C.iap_signin_outcome) C.iap_result {
+		return C.iap_signin_begin(p, lend(returnTo), lend(redirectURI), lend(cookies), out)
 	})
 }
 
 // Callback completes a sign-in from the provider's redirect (rawQuery: the callback's query
 // string; cookies: the request's Cookie values joined with "; ").
 func (s *SignIn) Callback(rawQuery, cookies, redirectURI string) (SignInOutcome, error) {
-	return s.call("iap_signin_callback", func(p *C.iap_signin, pin *runtime.Pinner, out **C.iap_signin_outcome) C.iap_result {
-		return C.iap_signin_callback(p, borrow(pin, rawQuery), borrow(pin, cookies), borrow(pin, redirectURI), out)
+	return s.call("iap_signin_callback", func(p *C.iap_signin, out **C.iap_signin_outcome) C.iap_result {
+		return C.iap_signin_callback(p, lend(rawQuery), lend(cookies), lend(redirectURI), out)
 	})
 }
 
 // Session opens the session a request carries.
 func (s *SignIn) Session(cookies string) (SignInOutcome, error) {
-	return s.call("iap_signin_session", func(p *C.iap_signin, pin *runtime.Pinner, out **C.iap_signin_outcome) C.iap_result {
-		return C.iap_signin_session(p, borrow(pin, cookies), out)
+	return s.call("iap_signin_session", func(p *C.iap_signin, out **C.iap_signin_outcome) C.iap_result {
+		return C.iap_signin_session(p, lend(cookies), out)
 	})
 }
 
 // SignOut clears the session and sends the browser to the provider's end-session endpoint.
 func (s *SignIn) SignOut(cookies, postLogoutURI string) (SignInOutcome, error) {
-	return s.call("iap_signin_sign_out", func(p *C.iap_signin, pin *runtime.Pinner, out **C.iap_signin_outcome) C.iap_result {
-		return C.iap_signin_sign_out(p, borrow(pin, cookies), borrow(pin, postLogoutURI), out)
+	return s.call("iap_signin_sign_out", func(p *C.iap_signin, out **C.iap_signin_outcome) C.iap_result {
+		return C.iap_signin_sign_out(p, lend(cookies), lend(postLogoutURI), out)
 	})
 }
 
-// call runs one iap_signin_* call and copies its outcome into Go memory.
-func (s *SignIn) call(op string, f func(*C.iap_signin, *runtime.Pinner, **C.iap_signin_outcome) C.iap_result) (SignInOutcome, error) {
+// call runs one iap_signin_* call and copies its outcome into Go memory. f passes its strings
+// as views by value (lend): they stay alive as f's captured variables for the call.
+func (s *SignIn) call(op string, f func(*C.iap_signin, **C.iap_signin_outcome) C.iap_result) (SignInOutcome, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.p == nil {
 		return SignInOutcome{}, ErrClosed
 	}
-	var pin runtime.Pinner
-	defer pin.Unpin()
 	var out *C.iap_signin_outcome
-	res := f(s.p, &pin, &out)
+	res := f(s.p, &out)
 	runtime.KeepAlive(s)
 	if Result(res) != ResultOK || out == nil {
 		C.iap_signin_outcome_free(out)

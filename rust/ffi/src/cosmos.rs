@@ -60,7 +60,8 @@ pub extern "C" fn iap_cosmos_gateway_free(gateway: *const iap_cosmos_gateway) {
     }
 }
 
-/// One request's facts, borrowed for the duration of [`iap_cosmos_authorize`].
+/// One request's facts, passed by value to [`iap_cosmos_authorize`]; the bytes its views point
+/// at are borrowed for that call.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct iap_cosmos_request<'a> {
@@ -134,27 +135,72 @@ struct DecisionBox {
     roles: Vec<iap_str<'static>>,
 }
 
+impl DecisionBox {
+    /// The view [`iap_cosmos_decision_get`] writes; it borrows from `self`.
+    fn view(&self) -> iap_cosmos_decision_view<'_> {
+        let identity = match &self.result {
+            Ok(f) => Some(&*f.identity),
+            Err(r) => r.identity.as_deref(),
+        };
+        let mut view = iap_cosmos_decision_view {
+            allowed: self.result.is_ok(),
+            status: 200,
+            body: iap_str::from_str(&self.body),
+            log_reason: iap_str::EMPTY,
+            operation: iap_str::EMPTY,
+            authorization: iap_str::EMPTY,
+            date: iap_str::EMPTY,
+            account_document: false,
+            query: false,
+            upsert: false,
+            batch: false,
+            subject: iap_str::from_opt(identity.map(|i| &*i.subject)),
+            email: iap_str::from_opt(identity.and_then(|i| i.email.as_deref())),
+            issuer: iap_str::from_opt(identity.map(|i| &*i.issuer)),
+            roles: self.roles.as_ptr(),
+            roles_len: self.roles.len(),
+        };
+        match &self.result {
+            Ok(f) => {
+                view.operation = iap_str::from_str(&f.operation);
+                view.authorization = iap_str::from_str(&f.authorization);
+                view.date = iap_str::from_str(&f.date);
+                view.account_document = f.account_document;
+                view.query = f.flags.query;
+                view.upsert = f.flags.upsert;
+                view.batch = f.flags.batch;
+            }
+            Err(r) => {
+                view.status = r.status;
+                view.log_reason = iap_str::from_str(&r.log_reason);
+                view.operation = iap_str::from_str(&r.operation);
+            }
+        }
+        view
+    }
+}
+
 /// Decides one request: verifies the token, parses the request, checks the grants, and for an
 /// allowed request signs it for the account. May block once per token lifetime for an Entra
 /// token request (bounded by the policy's timeout).
 ///
 /// On `IAP_RESULT_OK` writes a decision to `*decision_out`; the caller owns it and must free it
-/// with [`iap_cosmos_decision_free`]. The request is only borrowed for this call.
+/// with [`iap_cosmos_decision_free`]. When `view_out` is non-NULL it also gets the decision's
+/// view, as [`iap_cosmos_decision_get`] would write it. `request` is passed by value; the bytes
+/// its views point at are borrowed for this call only.
 #[unsafe(no_mangle)]
 pub extern "C" fn iap_cosmos_authorize(
     gateway: *const iap_cosmos_gateway,
-    request: *const iap_cosmos_request<'_>,
+    request: iap_cosmos_request<'_>,
     decision_out: *mut *mut iap_cosmos_decision,
+    view_out: *mut iap_cosmos_decision_view<'_>,
 ) -> iap_result {
     ffi_panic_boundary! {
         // SAFETY: `gateway` is NULL or a live gateway for this call.
         let Some(gw) = (unsafe { arc_ref::<GatewayBox, iap_cosmos_gateway>(gateway) }) else {
             return iap_result::NullParameter;
         };
-        // SAFETY: `request` is NULL or a valid request for this call.
-        let Some(req) = (unsafe { request.as_ref() }) else {
-            return iap_result::NullParameter;
-        };
+        let req = &request;
         if decision_out.is_null() {
             return iap_result::NullParameter;
         }
@@ -190,6 +236,12 @@ pub extern "C" fn iap_cosmos_authorize(
             .unwrap_or_default();
         let body = result.as_ref().err().map(Refusal::body).unwrap_or_default();
         let boxed = box_into_ptr::<DecisionBox, iap_cosmos_decision>(DecisionBox { result, body, roles });
+        // SAFETY: `boxed` was made just above and is not freed before this returns; the view
+        // borrows it, which its contract leaves alive until the caller frees it.
+        if let Some(d) = unsafe { box_ref::<DecisionBox, iap_cosmos_decision>(boxed) } {
+            // SAFETY: `view_out` is NULL or a writable view.
+            unsafe { write_out(view_out, d.view()) };
+        }
         // SAFETY: checked non-NULL above.
         unsafe { write_out(decision_out, boxed) };
         iap_result::Ok
@@ -207,46 +259,8 @@ pub extern "C" fn iap_cosmos_decision_get(
         let Some(b) = (unsafe { box_ref::<DecisionBox, iap_cosmos_decision>(decision) }) else {
             return;
         };
-        let identity = match &b.result {
-            Ok(f) => Some(&*f.identity),
-            Err(r) => r.identity.as_deref(),
-        };
-        let mut view = iap_cosmos_decision_view {
-            allowed: b.result.is_ok(),
-            status: 200,
-            body: iap_str::from_str(&b.body),
-            log_reason: iap_str::EMPTY,
-            operation: iap_str::EMPTY,
-            authorization: iap_str::EMPTY,
-            date: iap_str::EMPTY,
-            account_document: false,
-            query: false,
-            upsert: false,
-            batch: false,
-            subject: iap_str::from_opt(identity.map(|i| &*i.subject)),
-            email: iap_str::from_opt(identity.and_then(|i| i.email.as_deref())),
-            issuer: iap_str::from_opt(identity.map(|i| &*i.issuer)),
-            roles: b.roles.as_ptr(),
-            roles_len: b.roles.len(),
-        };
-        match &b.result {
-            Ok(f) => {
-                view.operation = iap_str::from_str(&f.operation);
-                view.authorization = iap_str::from_str(&f.authorization);
-                view.date = iap_str::from_str(&f.date);
-                view.account_document = f.account_document;
-                view.query = f.flags.query;
-                view.upsert = f.flags.upsert;
-                view.batch = f.flags.batch;
-            }
-            Err(r) => {
-                view.status = r.status;
-                view.log_reason = iap_str::from_str(&r.log_reason);
-                view.operation = iap_str::from_str(&r.operation);
-            }
-        }
         // SAFETY: `view_out` is NULL or a writable view.
-        unsafe { write_out(view_out, view) };
+        unsafe { write_out(view_out, b.view()) };
     }
 }
 

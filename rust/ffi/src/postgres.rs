@@ -62,7 +62,8 @@ pub extern "C" fn iap_pg_gateway_free(gateway: *const iap_pg_gateway) {
     }
 }
 
-/// One login attempt's facts, borrowed for the duration of [`iap_pg_gateway_login`].
+/// One login attempt's facts, passed by value to [`iap_pg_gateway_login`]; the bytes its views
+/// point at are borrowed for that call.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct iap_pg_login_request<'a> {
@@ -159,11 +160,12 @@ impl LoginBox {
 /// a re-used credential), each bounded by the policy's timeouts.
 ///
 /// On `IAP_RESULT_OK` writes a login (minted or refused) to `*login_out`; the caller owns it
-/// and must free it with [`iap_pg_login_free`]. The request is only borrowed for this call.
+/// and must free it with [`iap_pg_login_free`]. `request` is passed by value; the bytes its
+/// views point at are borrowed for this call only.
 #[unsafe(no_mangle)]
 pub extern "C" fn iap_pg_gateway_login(
     gateway: *const iap_pg_gateway,
-    request: *const iap_pg_login_request<'_>,
+    request: iap_pg_login_request<'_>,
     login_out: *mut *mut iap_pg_login,
 ) -> iap_result {
     ffi_panic_boundary! {
@@ -171,10 +173,7 @@ pub extern "C" fn iap_pg_gateway_login(
         let Some(gw) = (unsafe { arc_ref::<GatewayBox, iap_pg_gateway>(gateway) }) else {
             return iap_result::NullParameter;
         };
-        // SAFETY: `request` is NULL or a valid request for this call.
-        let Some(req) = (unsafe { request.as_ref() }) else {
-            return iap_result::NullParameter;
-        };
+        let req = &request;
         if login_out.is_null() {
             return iap_result::NullParameter;
         }

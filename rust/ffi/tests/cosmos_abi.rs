@@ -72,11 +72,20 @@ fn authorize(
         body: iap_str::new(b""),
     };
     let mut d = ptr::null_mut();
-    assert_eq!(iap_cosmos_authorize(gw, &req, &mut d), iap_result::Ok);
     let mut view = MaybeUninit::<iap_cosmos_decision_view<'static>>::uninit();
-    iap_cosmos_decision_get(d, view.as_mut_ptr());
+    assert_eq!(
+        iap_cosmos_authorize(gw, req, &mut d, view.as_mut_ptr()),
+        iap_result::Ok
+    );
+    // SAFETY: iap_cosmos_authorize wrote the whole view with the decision.
+    let view = unsafe { view.assume_init() };
+    // The same view iap_cosmos_decision_get gives later.
+    let mut again = MaybeUninit::<iap_cosmos_decision_view<'static>>::uninit();
+    iap_cosmos_decision_get(d, again.as_mut_ptr());
     // SAFETY: iap_cosmos_decision_get wrote the whole view for a non-NULL decision.
-    (unsafe { view.assume_init() }, d)
+    let again = unsafe { again.assume_init() };
+    assert_eq!(format!("{view:?}"), format!("{again:?}"));
+    (view, d)
 }
 
 #[test]
@@ -142,8 +151,18 @@ fn a_request_is_authorized_and_signed_through_the_abi() {
 
     // NULLs are refused, not dereferenced.
     let mut out = ptr::null_mut();
+    let empty = iap_cosmos_request {
+        method: iap_str::new(b""),
+        path: iap_str::new(b""),
+        authorization: iap_str::new(b""),
+        is_query: iap_str::new(b""),
+        content_type: iap_str::new(b""),
+        is_upsert: iap_str::new(b""),
+        is_batch: iap_str::new(b""),
+        body: iap_str::new(b""),
+    };
     assert_eq!(
-        iap_cosmos_authorize(ptr::null(), ptr::null(), &mut out),
+        iap_cosmos_authorize(ptr::null(), empty, &mut out, ptr::null_mut()),
         iap_result::NullParameter
     );
     assert!(out.is_null());

@@ -40,7 +40,7 @@ fn login(
         session: false,
     };
     let mut out = ptr::null_mut();
-    assert_eq!(iap_pg_gateway_login(gw, &req, &mut out), iap_result::Ok);
+    assert_eq!(iap_pg_gateway_login(gw, req, &mut out), iap_result::Ok);
     let mut view = MaybeUninit::<iap_pg_login_view<'static>>::uninit();
     iap_pg_login_get(out, view.as_mut_ptr());
     // SAFETY: iap_pg_login_get wrote the whole view for a non-NULL login.
@@ -116,8 +116,15 @@ fn refusals_sweeps_and_stats_without_a_database() {
 
     // NULLs are refused or ignored, never dereferenced.
     let mut out = ptr::null_mut();
+    let empty = iap_pg_login_request {
+        token: iap_str::new(b""),
+        user: iap_str::new(b""),
+        database: iap_str::new(b""),
+        fresh: false,
+        session: false,
+    };
     assert_eq!(
-        iap_pg_gateway_login(ptr::null(), ptr::null(), &mut out),
+        iap_pg_gateway_login(ptr::null(), empty, &mut out),
         iap_result::NullParameter
     );
     assert_eq!(
