@@ -131,6 +131,7 @@ func handlerStatus(t *testing.T, err error) int {
 func TestServeAllowed(t *testing.T) {
 	f := &fakeEngine{decide: allowAlice}
 	h, logs := newTestHandler(t, &Handler{Audit: true}, f)
+	allowedBefore := testutil.ToFloat64(h.metrics.decisions.WithLabelValues(resultAllow, "allowed"))
 	r, repl := newRequest("GET", "https://app.example.com/api/a%2Fb?x=1")
 	r.Header.Set("Authorization", "Bearer tok.en.sig")
 	r.Header.Set("X-IAP-User", "spoofed")           // replaced
@@ -152,12 +153,16 @@ func TestServeAllowed(t *testing.T) {
 		t.Errorf("X-IAP-User values = %q", got)
 	}
 	for _, name := range []string{"X-IAP-Email", "X-IAP-Assertion"} {
-		if v, ok := next.header[name]; ok {
+		if v := next.header.Values(name); len(v) > 0 {
 			t.Errorf("client-sent %s reached the upstream: %q", name, v)
 		}
 	}
 	if got := next.header.Get("X-IAP-Roles"); got != "admin,reader" {
 		t.Errorf("X-IAP-Roles = %q", got)
+	}
+
+	if got := testutil.ToFloat64(h.metrics.decisions.WithLabelValues(resultAllow, "allowed")) - allowedBefore; got != 1 {
+		t.Errorf("decisions{allow,allowed} went up by %v, want 1", got)
 	}
 
 	want := ffi.Request{Method: "GET", Host: "app.example.com", Path: "/api/a%2Fb", Token: "tok.en.sig"}

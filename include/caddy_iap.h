@@ -444,8 +444,7 @@ void iap_engine_free(const iap_engine *engine);
 // `view_out` is non-NULL it also gets the decision's view, as `iap_decision_get` would write
 // it (valid until the decision is freed), so a caller needs one call to decide and read.
 //
-// `request` is passed by value: its views are the only memory the caller lends, and only for
-// this call.
+// `request` is passed by value; the bytes its views point at are borrowed for this call only.
 iap_result iap_engine_decide(const iap_engine *engine,
                              iap_request request,
                              iap_decision **decision_out,

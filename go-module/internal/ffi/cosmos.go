@@ -122,7 +122,6 @@ func (g *CosmosGateway) Authorize(r *CosmosRequest) (CosmosDecision, error) {
 	var v C.iap_cosmos_decision_view
 	res := C.iap_cosmos_authorize(g.p, req, &out, &v)
 	runtime.KeepAlive(g)
-	runtime.KeepAlive(r)
 	if Result(res) != ResultOK || out == nil {
 		C.iap_cosmos_decision_free(out)
 		return CosmosDecision{}, &Error{Op: "iap_cosmos_authorize", Code: Result(res)}
@@ -164,7 +163,6 @@ func RewriteCosmosAccount(body []byte, gatewayURL string) ([]byte, error) {
 			(*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(buf))), C.size_t(len(buf)), &written)
 		runtime.KeepAlive(body)
 		runtime.KeepAlive(buf)
-		runtime.KeepAlive(gatewayURL)
 		switch {
 		case Result(res) == ResultOK:
 			return buf[:written], nil

@@ -171,7 +171,6 @@ func (e *Engine) Decide(req Request) (Decision, error) {
 	var v C.iap_decision_view
 	res := C.iap_engine_decide(e.ptr(), creq, &cdec, &v)
 	runtime.KeepAlive(e)
-	runtime.KeepAlive(req)
 	if Result(res) != ResultOK {
 		C.iap_decision_free(cdec) // NULL when not written; free is fine with NULL
 		return Decision{}, &Error{Op: "iap_engine_decide", Code: Result(res)}
@@ -359,8 +358,9 @@ func callNew(op string, call func(buf *C.uint8_t, n C.size_t, written *C.size_t)
 	return nil
 }
 
-// lend views s's bytes for one C call that takes the view by value. The bytes hold no Go
-// pointers and are only read during the call (the caller keeps s alive across it).
+// lend views s's bytes for one C call that takes the view by value (alone or in a struct).
+// The bytes hold no Go pointers, so cgo lets C read them for the call without pinning, and
+// the view, being a call argument, keeps them alive until the call returns.
 func lend(s string) C.iap_str {
 	if len(s) == 0 {
 		return C.iap_str{}

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
@@ -85,9 +86,19 @@ func TestDecide(t *testing.T) {
 		if len(d.StripHeaders) == 0 {
 			t.Error("no strip list")
 		}
+		// The handler indexes http.Header with these names directly: they must be canonical,
+		// or a client's copy would not be stripped.
+		for _, n := range e.OwnedHeaders() {
+			if n != textproto.CanonicalMIMEHeaderKey(n) {
+				t.Errorf("owned header %q is not canonical", n)
+			}
+		}
 		var user string
 		for _, h := range d.SetHeaders {
-			if strings.EqualFold(h.Name, "X-IAP-User") {
+			if h.Name != textproto.CanonicalMIMEHeaderKey(h.Name) {
+				t.Errorf("set header %q is not canonical", h.Name)
+			}
+			if h.Name == "X-Iap-User" {
 				user = h.Value
 			}
 		}

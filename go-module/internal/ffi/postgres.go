@@ -103,7 +103,6 @@ func (g *PgGateway) Login(token, user, database string, fresh, session bool) (Pg
 	var out *C.iap_pg_login
 	res := C.iap_pg_gateway_login(g.p, req, &out)
 	runtime.KeepAlive(g)
-	runtime.KeepAlive(token)
 	if Result(res) != ResultOK || out == nil {
 		C.iap_pg_login_free(out)
 		return PgLogin{}, &Error{Op: "iap_pg_gateway_login", Code: Result(res)}

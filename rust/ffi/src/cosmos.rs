@@ -236,8 +236,9 @@ pub extern "C" fn iap_cosmos_authorize(
             .unwrap_or_default();
         let body = result.as_ref().err().map(Refusal::body).unwrap_or_default();
         let boxed = box_into_ptr::<DecisionBox, iap_cosmos_decision>(DecisionBox { result, body, roles });
-        // SAFETY: `boxed` was made just above and is not freed before this returns; the view
-        // borrows it, which its contract leaves alive until the caller frees it.
+        // SAFETY: `boxed` was made just above and is not freed before this returns. The view's
+        // lifetime is the caller's to choose: per this function's contract it may be read only
+        // until the caller frees the decision, which keeps everything it points into alive.
         if let Some(d) = unsafe { box_ref::<DecisionBox, iap_cosmos_decision>(boxed) } {
             // SAFETY: `view_out` is NULL or a writable view.
             unsafe { write_out(view_out, d.view()) };

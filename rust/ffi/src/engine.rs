@@ -129,8 +129,7 @@ pub extern "C" fn iap_engine_free(engine: *const iap_engine) {
 /// `view_out` is non-NULL it also gets the decision's view, as `iap_decision_get` would write
 /// it (valid until the decision is freed), so a caller needs one call to decide and read.
 ///
-/// `request` is passed by value: its views are the only memory the caller lends, and only for
-/// this call.
+/// `request` is passed by value; the bytes its views point at are borrowed for this call only.
 #[unsafe(no_mangle)]
 pub extern "C" fn iap_engine_decide(
     engine: *const iap_engine,
@@ -166,8 +165,9 @@ pub extern "C" fn iap_engine_decide(
         };
         let decision = engine.engine.decide(&req);
         let boxed: *mut iap_decision = box_into_ptr(DecisionBox::new(decision, engine));
-        // SAFETY: `boxed` was made just above and is not freed before this returns; the view
-        // borrows it, which its contract leaves alive until the caller frees it.
+        // SAFETY: `boxed` was made just above and is not freed before this returns. The view's
+        // lifetime is the caller's to choose: per this function's contract it may be read only
+        // until the caller frees the decision, which keeps everything it points into alive.
         if let Some(d) = unsafe { box_ref::<DecisionBox, iap_decision>(boxed) } {
             // SAFETY: `view_out` is NULL or a writable view.
             unsafe { write_out(view_out, d.view()) };
