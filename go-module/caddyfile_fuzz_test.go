@@ -22,7 +22,8 @@ import (
 //     shape of the engine config byte for byte.
 //
 // Seeds: the golden files under testdata/ and the bodies of TestCaddyfileErrors (as
-// `iap { ... }` blocks); `go test -fuzz` adds its finds under testdata/fuzz/FuzzCaddyfile.
+// `iap { ... }` blocks), and the corpus in testdata/fuzz/FuzzCaddyfile: what a CPU-hour of
+// `go test -fuzz` found interesting, copied from its cache. Plain `go test` runs them all.
 func FuzzCaddyfile(f *testing.F) {
 	for _, dir := range []string{"engine_config", "caddyfile_adapt"} {
 		paths, _ := filepath.Glob(filepath.Join("testdata", dir, "*.caddyfiletest"))

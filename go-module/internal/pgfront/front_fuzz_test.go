@@ -72,6 +72,9 @@ func startupBody(params ...string) []byte {
 //     encrypted (a token must never cross the network in the clear);
 //   - pass the Authenticator anything but the trimmed, non-empty password of a well-formed
 //     password message.
+//
+// testdata/fuzz/FuzzStartup holds what a CPU-hour of `go test -fuzz` found interesting; plain
+// `go test` runs it.
 func FuzzStartup(f *testing.F) {
 	good := append(msg(0, startupBody("user", "alice", "database", "app")), msg('p', []byte("eyJ.a.b\x00"))...)
 	f.Add(good, true)
