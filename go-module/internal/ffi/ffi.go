@@ -191,13 +191,10 @@ func (e *Engine) decisionOf(v *C.iap_decision_view) Decision {
 	allowed := ReasonCode(v.reason_code) == ReasonAllowed
 	known := int(v.reason_code) < len(reasonNames)
 
-	size := int(v.www_authenticate.len + v.subject.len + v.email.len + v.name.len + v.issuer.len + v.kid.len + v.jti.len)
-	if !allowed {
-		size += int(v.reason.len)
-	}
-	if !known {
-		size += int(v.reason_name.len)
-	}
+	// Room for every string the view lends, whether copied or not (the reason texts of an
+	// allowed decision are a few bytes): one sum, no second list of conditions to keep in step.
+	size := int(v.www_authenticate.len + v.subject.len + v.email.len + v.name.len + v.issuer.len +
+		v.kid.len + v.jti.len + v.reason.len + v.reason_name.len)
 	for _, r := range roles {
 		size += int(r.len)
 	}

@@ -7,7 +7,9 @@ use caddy_iap_cosmos::{CosmosConfig, Forward, Gateway, Refusal, RequestFacts};
 
 use crate::engine::{EngineBox, iap_engine};
 use crate::error::iap_result;
-use crate::ffi::{arc_free, arc_ref, box_free, box_into_ptr, box_ref, bytes, bytes_mut, write_out};
+use crate::ffi::{
+    arc_free, arc_ref, box_free, box_into_ptr_with_view, box_ref, bytes, bytes_mut, write_out,
+};
 use crate::gateway::new_gateway;
 use crate::slice::iap_str;
 
@@ -235,14 +237,11 @@ pub extern "C" fn iap_cosmos_authorize(
             .map(|id| id.roles.iter().map(|r| iap_str::detached(r)).collect())
             .unwrap_or_default();
         let body = result.as_ref().err().map(Refusal::body).unwrap_or_default();
-        let boxed = box_into_ptr::<DecisionBox, iap_cosmos_decision>(DecisionBox { result, body, roles });
-        // SAFETY: `boxed` was made just above and is not freed before this returns. The view's
-        // lifetime is the caller's to choose: per this function's contract it may be read only
-        // until the caller frees the decision, which keeps everything it points into alive.
-        if let Some(d) = unsafe { box_ref::<DecisionBox, iap_cosmos_decision>(boxed) } {
-            // SAFETY: `view_out` is NULL or a writable view.
-            unsafe { write_out(view_out, d.view()) };
-        }
+        let boxed: *mut iap_cosmos_decision = {
+            // SAFETY: `view_out` is NULL or a writable view, read (per this function's
+            // contract) only until the caller frees the decision.
+            unsafe { box_into_ptr_with_view(DecisionBox { result, body, roles }, DecisionBox::view, view_out) }
+        };
         // SAFETY: checked non-NULL above.
         unsafe { write_out(decision_out, boxed) };
         iap_result::Ok

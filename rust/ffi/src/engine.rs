@@ -6,7 +6,7 @@ use caddy_iap_core::{Alg, Config, Engine, Request, generate_signing_key};
 use crate::decision::{DecisionBox, iap_decision, iap_decision_view};
 use crate::error::{finish_new, iap_result};
 use crate::ffi::{
-    arc_clone, arc_free, arc_ref, box_into_ptr, box_ref, bytes, bytes_mut, write_out,
+    arc_clone, arc_free, arc_ref, box_into_ptr_with_view, bytes, bytes_mut, write_out,
 };
 use crate::slice::iap_str;
 
@@ -164,14 +164,11 @@ pub extern "C" fn iap_engine_decide(
             _ => Request::new(method, host, path, token),
         };
         let decision = engine.engine.decide(&req);
-        let boxed: *mut iap_decision = box_into_ptr(DecisionBox::new(decision, engine));
-        // SAFETY: `boxed` was made just above and is not freed before this returns. The view's
-        // lifetime is the caller's to choose: per this function's contract it may be read only
-        // until the caller frees the decision, which keeps everything it points into alive.
-        if let Some(d) = unsafe { box_ref::<DecisionBox, iap_decision>(boxed) } {
-            // SAFETY: `view_out` is NULL or a writable view.
-            unsafe { write_out(view_out, d.view()) };
-        }
+        let boxed: *mut iap_decision = {
+            // SAFETY: `view_out` is NULL or a writable view, read (per this function's
+            // contract) only until the caller frees the decision.
+            unsafe { box_into_ptr_with_view(DecisionBox::new(decision, engine), DecisionBox::view, view_out) }
+        };
         // SAFETY: checked non-NULL above.
         unsafe { write_out(decision_out, boxed) };
         iap_result::Ok

@@ -51,6 +51,27 @@ pub(crate) fn box_into_ptr<T, C>(value: T) -> *mut C {
     Box::into_raw(Box::new(value)).cast()
 }
 
+/// [`box_into_ptr`] that also writes `view(&value)` to `*view_out` when it is non-NULL: a
+/// decision and its view from one call.
+///
+/// # Safety
+/// `view_out` must be NULL or valid for a write of `V`. The view borrows the boxed value for a
+/// lifetime the caller chooses: the exported function's contract must say it is read only
+/// until the returned pointer is freed.
+pub(crate) unsafe fn box_into_ptr_with_view<'v, T: 'v, C, V>(
+    value: T,
+    view: impl FnOnce(&'v T) -> V,
+    view_out: *mut V,
+) -> *mut C {
+    let boxed = Box::into_raw(Box::new(value));
+    if !view_out.is_null() {
+        // SAFETY: `boxed` is live until the caller frees it, and per the contract the view is
+        // not read after that; `view_out` is valid for a write.
+        unsafe { view_out.write(view(&*boxed)) };
+    }
+    boxed.cast()
+}
+
 /// Borrows the value behind a pointer made by [`box_into_ptr`].
 ///
 /// # Safety
