@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -95,10 +94,8 @@ func (h *CosmosHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next c
 			zap.String("operation", d.Operation), zap.String("method", r.Method), zap.String("path", r.URL.Path))
 	}
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set("http.auth.user.id", d.Subject)
-		repl.Set("http.auth.user.email", d.Email)
-		repl.Set("http.auth.user.issuer", d.Issuer)
-		repl.Set("http.auth.user.roles", strings.Join(d.Roles, ","))
+		u := &userPlaceholders{subject: d.Subject, email: d.Email, issuer: d.Issuer, roles: d.Roles}
+		u.install(repl)
 	}
 
 	// The caller's credential and date go; ours come in. Date is dropped too: the SDKs sign it

@@ -58,7 +58,8 @@ const (
 //
 // After an allowed request, these placeholders are set: `{http.auth.user.id}` (the subject),
 // `{http.auth.user.email}`, `{http.auth.user.name}`, `{http.auth.user.roles}` (comma
-// separated) and `{http.auth.user.issuer}`.
+// separated) and `{http.auth.user.issuer}`. Values set for them earlier in the route are
+// replaced; a handler after this one (`vars`, say) can still override them.
 //
 // All identity decisions are made by the caddy-iap Rust engine, linked in through cgo.
 type Handler struct {

@@ -118,8 +118,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	h.metrics.allow(took)
 
-	for _, hd := range d.SetHeaders {
-		r.Header[hd.Name] = []string{hd.Value} // the engine's names come canonical
+	// One backing array for every set header's value: a slice each, one allocation in all.
+	values := make([]string, len(d.SetHeaders))
+	for i, hd := range d.SetHeaders {
+		values[i] = hd.Value
+		r.Header[hd.Name] = values[i : i+1 : i+1] // the engine's names come canonical
 	}
 	if len(r.Header["Connection"]) > 0 {
 		// Rare; and it keeps every set header safe even if the engine ever sets one it
@@ -131,7 +134,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		scrubConnection(r.Header, set)
 	}
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		setUserPlaceholders(repl, &d)
+		u := &userPlaceholders{subject: d.Subject, email: d.Email, name: d.Name, issuer: d.Issuer, roles: d.Roles}
+		u.install(repl)
 	}
 
 	level := zapcore.DebugLevel
@@ -381,19 +385,51 @@ func stripHeaders(h http.Header, names []string) {
 	}
 }
 
-// setUserPlaceholders sets `{http.auth.user.*}` as Caddy's authentication handler does.
-func setUserPlaceholders(repl *caddy.Replacer, d *ffi.Decision) {
-	repl.Set("http.auth.user.id", d.Subject)
-	for _, p := range [...]struct{ key, val string }{
-		{"http.auth.user.email", d.Email},
-		{"http.auth.user.name", d.Name},
-		{"http.auth.user.issuer", d.Issuer},
-		{"http.auth.user.roles", strings.Join(d.Roles, ",")},
-	} {
-		if p.val != "" {
-			repl.Set(p.key, p.val)
-		}
+// userPlaceholders answers `{http.auth.user.*}`, as Caddy's authentication handler names them,
+// for one allowed request. It is a replacer provider, asked only when a placeholder is read:
+// setting the five values into the replacer's map on every request cost an allocation and a map
+// insert each, and most requests read none of them.
+type userPlaceholders struct {
+	subject, email, name, issuer string
+	roles                        []string
+}
+
+// userPlaceholderKeys are the placeholders a userPlaceholders answers.
+var userPlaceholderKeys = [...]string{
+	"http.auth.user.id", "http.auth.user.email", "http.auth.user.name", "http.auth.user.issuer", "http.auth.user.roles",
+}
+
+// install makes repl answer from u. Values set on repl before are deleted, so this request's
+// identity wins over them; a value a later handler sets (`vars`, say) wins over u, as a set
+// value would, because the replacer asks its set values first.
+func (u *userPlaceholders) install(repl *caddy.Replacer) {
+	for _, k := range userPlaceholderKeys {
+		repl.Delete(k)
 	}
+	repl.Map(u.value)
+}
+
+// value is the caddy.ReplacerFunc: the subject always, the others when not empty (roles comma
+// separated).
+func (u *userPlaceholders) value(key string) (any, bool) {
+	field, ok := strings.CutPrefix(key, "http.auth.user.")
+	if !ok {
+		return nil, false
+	}
+	var v string
+	switch field {
+	case "id":
+		return u.subject, true
+	case "email":
+		v = u.email
+	case "name":
+		v = u.name
+	case "issuer":
+		v = u.issuer
+	case "roles":
+		v = strings.Join(u.roles, ",")
+	}
+	return v, v != ""
 }
 
 // identityFields are the log fields saying who and with what token metadata; never the token.
