@@ -112,15 +112,20 @@ bench:
 BENCH_ARGS ?=
 # Where a cache miss's CPU goes inside the running proxy (perf; docs/profiling.md). Needs a
 # binary with symbols: xcaddy strips unless its go build flags are given.
-bench-miss-profile: bin/caddy $(XCADDY)
+bench-miss-profile: bin/caddy-symbols
 	@command -v perf >/dev/null || { echo "perf is missing: apt-get install -y linux-perf" >&2; exit 1; }
-	$(CGO_ENV) XCADDY_GO_BUILD_FLAGS=-trimpath $(XCADDY) build $(CADDY_VERSION) --output bin/caddy-symbols \
-	  --with $(GO_MODULE)@$(GO_MODULE_VERSION)=./go-module \
-	  --with github.com/mholt/caddy-l4@$(CADDY_L4_VERSION)
 	bash tests/run-e2e.sh --collect-only -q >/dev/null  # installs the test venv
 	tests/.venv/bin/python tests/bench/miss_profile.py --caddy bin/caddy-symbols $(BENCH_ARGS)
 
-bench-peers: bin/caddy $(XCADDY)
+# bin/caddy with symbols, for profiles (perf, callgrind) that name functions: xcaddy strips
+# unless its go build flags are given.
+bin/caddy-symbols: $(XCADDY) $(RUST_LIB) $(GO_SOURCES) include/caddy_iap.h
+	@mkdir -p bin
+	$(CGO_ENV) XCADDY_GO_BUILD_FLAGS=-trimpath $(XCADDY) build $(CADDY_VERSION) --output bin/caddy-symbols \
+	  --with $(GO_MODULE)@$(GO_MODULE_VERSION)=./go-module \
+	  --with github.com/mholt/caddy-l4@$(CADDY_L4_VERSION)
+
+bench-peers: bin/caddy bin/caddy-symbols $(XCADDY)
 	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 	@test -x $(GOBIN)/vegeta || go install github.com/tsenart/vegeta/v12@v12.13.0
 	bash tests/run-e2e.sh --collect-only -q >/dev/null  # installs the test venv
