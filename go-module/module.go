@@ -58,8 +58,9 @@ const (
 //
 // After an allowed request, these placeholders are set: `{http.auth.user.id}` (the subject),
 // `{http.auth.user.email}`, `{http.auth.user.name}`, `{http.auth.user.roles}` (comma
-// separated) and `{http.auth.user.issuer}`. Values set for them earlier in the route are
-// replaced; a handler after this one (`vars`, say) can still override them.
+// separated) and `{http.auth.user.issuer}`, empty when the token lacks the claim. Values set
+// for them earlier in the route are replaced; a handler after this one that sets one (as `vars`
+// does for `{http.auth.user.id}`) overrides it.
 //
 // All identity decisions are made by the caddy-iap Rust engine, linked in through cgo.
 type Handler struct {

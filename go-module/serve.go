@@ -399,37 +399,51 @@ var userPlaceholderKeys = [...]string{
 	"http.auth.user.id", "http.auth.user.email", "http.auth.user.name", "http.auth.user.issuer", "http.auth.user.roles",
 }
 
+// userPlaceholdersSelf is the key under which the installed provider answers with itself, so a
+// second handler in the same request (iap then iap_cosmos, say) updates it instead of adding a
+// provider the replacer would never reach.
+const userPlaceholdersSelf = "\x00caddy-iap.user-placeholders"
+
 // install makes repl answer from u. Values set on repl before are deleted, so this request's
-// identity wins over them; a value a later handler sets (`vars`, say) wins over u, as a set
-// value would, because the replacer asks its set values first.
+// identity wins over them; a value a later handler sets wins over u, as a set value would,
+// because the replacer asks its set values first.
 func (u *userPlaceholders) install(repl *caddy.Replacer) {
 	for _, k := range userPlaceholderKeys {
 		repl.Delete(k)
 	}
+	if v, ok := repl.Get(userPlaceholdersSelf); ok {
+		if prev, ok := v.(*userPlaceholders); ok {
+			*prev = *u
+			return
+		}
+	}
 	repl.Map(u.value)
 }
 
-// value is the caddy.ReplacerFunc: the subject always, the others when not empty (roles comma
-// separated).
+// value is the caddy.ReplacerFunc. Every key is known once a request is allowed, empty or not,
+// so `header_up X-Email {http.auth.user.email}` sends an empty value rather than the
+// placeholder's own text; roles are comma separated.
 func (u *userPlaceholders) value(key string) (any, bool) {
+	if key == userPlaceholdersSelf {
+		return u, true
+	}
 	field, ok := strings.CutPrefix(key, "http.auth.user.")
 	if !ok {
 		return nil, false
 	}
-	var v string
 	switch field {
 	case "id":
 		return u.subject, true
 	case "email":
-		v = u.email
+		return u.email, true
 	case "name":
-		v = u.name
+		return u.name, true
 	case "issuer":
-		v = u.issuer
+		return u.issuer, true
 	case "roles":
-		v = strings.Join(u.roles, ",")
+		return strings.Join(u.roles, ","), true
 	}
-	return v, v != ""
+	return nil, false
 }
 
 // identityFields are the log fields saying who and with what token metadata; never the token.

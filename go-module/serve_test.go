@@ -196,7 +196,8 @@ func TestServeAllowed(t *testing.T) {
 }
 
 // The identity placeholders are this request's: a value set before the handler (by a `vars`
-// or an earlier handler) is replaced, a value set after it wins, and only the known names answer.
+// or an earlier handler) is replaced, a value set after it wins, every name is known (empty when
+// the token has no such claim) and only those names answer.
 func TestUserPlaceholdersPrecedence(t *testing.T) {
 	h, _ := newTestHandler(t, &Handler{}, &fakeEngine{decide: func(*ffi.Request) (ffi.Decision, error) {
 		d, _ := allowAlice(nil)
@@ -214,8 +215,8 @@ func TestUserPlaceholdersPrecedence(t *testing.T) {
 	if got, _ := repl.GetString("http.auth.user.id"); got != "alice" {
 		t.Errorf("{http.auth.user.id} = %q after the handler, want alice (the earlier value replaced)", got)
 	}
-	if got, ok := repl.Get("http.auth.user.name"); ok {
-		t.Errorf("{http.auth.user.name} = %q, want unknown: the token has no name and the earlier value is gone", got)
+	if got, ok := repl.GetString("http.auth.user.name"); !ok || got != "" {
+		t.Errorf("{http.auth.user.name} = %q (known %v), want known and empty: no name claim, the earlier value gone", got, ok)
 	}
 	if got, ok := repl.Get("http.auth.user.nonesuch"); ok {
 		t.Errorf("{http.auth.user.nonesuch} = %v, want unknown", got)
@@ -226,6 +227,28 @@ func TestUserPlaceholdersPrecedence(t *testing.T) {
 	}
 	if got := repl.ReplaceAll("{http.auth.user.email} {http.auth.user.roles} {http.auth.user.issuer}", "-"); got != "alice@example.com admin,reader https://idp" {
 		t.Errorf("placeholders replaced as %q", got)
+	}
+}
+
+// A second identity handler in the same request (two iap handlers, or iap then iap_cosmos)
+// answers with its own identity, every field of it: no mix of the two.
+func TestUserPlaceholdersSecondHandlerWins(t *testing.T) {
+	first, _ := newTestHandler(t, &Handler{}, &fakeEngine{decide: allowAlice})
+	second, _ := newTestHandler(t, &Handler{}, &fakeEngine{decide: func(*ffi.Request) (ffi.Decision, error) {
+		d, _ := allowAlice(nil)
+		d.Subject, d.Email, d.Name, d.Roles = "bob", "", "Bob", []string{"viewer"}
+		return d, nil
+	}})
+	r, repl := newRequest("GET", "/")
+	for _, h := range []*Handler{first, second} {
+		r.Header.Set("Authorization", "Bearer tok.en.sig")
+		next := &recordingNext{}
+		if err := h.ServeHTTP(httptest.NewRecorder(), r, next); err != nil || !next.called {
+			t.Fatalf("allowed request: err %v, next called %v", err, next.called)
+		}
+	}
+	if got := repl.ReplaceAll("{http.auth.user.id}|{http.auth.user.email}|{http.auth.user.name}|{http.auth.user.roles}", ""); got != "bob||Bob|viewer" {
+		t.Errorf("after two handlers the placeholders say %q, want bob's alone", got)
 	}
 }
 
