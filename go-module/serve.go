@@ -394,23 +394,17 @@ type userPlaceholders struct {
 	roles                        []string
 }
 
-// userPlaceholderKeys are the placeholders a userPlaceholders answers.
-var userPlaceholderKeys = [...]string{
-	"http.auth.user.id", "http.auth.user.email", "http.auth.user.name", "http.auth.user.issuer", "http.auth.user.roles",
-}
-
 // userPlaceholdersSelf is the key under which the installed provider answers with itself, so a
 // second handler in the same request (iap then iap_cosmos, say) updates it instead of adding a
 // provider the replacer would never reach.
 const userPlaceholdersSelf = "\x00caddy-iap.user-placeholders"
 
-// install makes repl answer from u. Values set on repl before are deleted, so this request's
-// identity wins over them; a value a later handler sets wins over u, as a set value would,
-// because the replacer asks its set values first.
+// install makes repl answer from u. Every `http.auth.user.*` value set on repl before is
+// deleted (it described someone else, or no one), so this request's identity wins over them; a
+// value a later handler sets wins over u, as a set value would, because the replacer asks its set
+// values first.
 func (u *userPlaceholders) install(repl *caddy.Replacer) {
-	for _, k := range userPlaceholderKeys {
-		repl.Delete(k)
-	}
+	repl.DeleteByPrefix("http.auth.user.")
 	if v, ok := repl.Get(userPlaceholdersSelf); ok {
 		if prev, ok := v.(*userPlaceholders); ok {
 			*prev = *u
