@@ -6,6 +6,7 @@
 //! (`jwk`, `jku`, `x5u`, `x5c`) or change how the token is read (`crit`, `b64`, `enc`, `zip`).
 //! The claims are read from the decoded payload by [`CompactJws::claims`], borrowing from it.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -59,7 +60,7 @@ pub fn parse_compact(token: &[u8], max_len: usize) -> Result<CompactJws<'_>, Tok
     let [header, payload, signature] = split3(token)?;
     // In bounds: header, a dot and payload are a prefix of `token`.
     let signing_input = &token[..header.len() + 1 + payload.len()];
-    let header = parse_header(&decode(header, "header")?)?;
+    let header = header_of(header)?;
     let payload = decode(payload, "payload")?;
     let signature = decode(signature, "signature")?;
     Ok(CompactJws {
@@ -95,6 +96,38 @@ fn split3(token: &[u8]) -> Result<[&[u8]; 3], TokenError> {
             found: memchr::memchr_iter(b'.', token).count() + 1,
         }),
     }
+}
+
+/// How many header segments each thread remembers, and the longest it keeps: one per signing
+/// key in use covers an ordinary deployment; a header longer than a few hundred bytes is not
+/// one an issuer sends.
+const MEMO_ENTRIES: usize = 4;
+const MEMO_MAX_SEGMENT: usize = 512;
+
+thread_local! {
+    /// Header segments this thread accepted lately, with what they read as. Every token signed
+    /// by one key carries the same header, so a cache miss for the next one skips its base64
+    /// and JSON. The header is a pure function of these bytes: a hit reads exactly what a
+    /// fresh parse would. Refused headers are not kept, so their errors are always fresh.
+    static HEADER_MEMO: RefCell<Vec<(Box<[u8]>, Header)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The header a segment reads as: remembered, or decoded, checked and then remembered.
+fn header_of(segment: &[u8]) -> Result<Header, TokenError> {
+    if segment.len() > MEMO_MAX_SEGMENT {
+        return parse_header(&decode(segment, "header")?);
+    }
+    HEADER_MEMO.with_borrow_mut(|memo| {
+        if let Some((_, header)) = memo.iter().find(|(seen, _)| **seen == *segment) {
+            return Ok(header.clone());
+        }
+        let header = parse_header(&decode(segment, "header")?)?;
+        if memo.len() == MEMO_ENTRIES {
+            memo.remove(0); // the oldest
+        }
+        memo.push((segment.into(), header.clone()));
+        Ok(header)
+    })
 }
 
 /// Decodes one segment as canonical unpadded base64url; an empty segment is refused too.

@@ -3,7 +3,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use proptest::prelude::*;
 use serde_json::json;
 
-use super::{FORBIDDEN_HEADERS, Header, parse_compact};
+use std::sync::Arc;
+
+use super::{FORBIDDEN_HEADERS, Header, MEMO_ENTRIES, parse_compact};
 use crate::alg::Alg;
 use crate::error::TokenError;
 use crate::json::Json;
@@ -428,6 +430,51 @@ fn errors_and_debug_carry_no_token_bytes() {
     let jws = parse_compact(t.as_bytes(), MAX).unwrap();
     assert!(!format!("{jws:?}").contains(secret));
     assert!(!format!("{jws:?}").contains(&B64.encode(secret)));
+}
+
+#[test]
+fn a_remembered_header_reads_as_a_fresh_parse_would() {
+    // More distinct headers than a thread remembers, twice round: each reads as its own bytes.
+    let kids: Vec<String> = (0..MEMO_ENTRIES * 2 + 1)
+        .map(|i| format!("key-{i}"))
+        .collect();
+    for _ in 0..2 {
+        for kid in &kids {
+            let header = header_of(&with_header(&format!(r#"{{"alg":"RS256","kid":"{kid}"}}"#)));
+            assert_eq!(header.alg, Alg::RS256);
+            assert_eq!(header.kid.as_deref(), Some(kid.as_str()));
+        }
+    }
+
+    // The same header twice is one parse: the second shares the first's `kid`.
+    let good = r#"{"alg":"ES256","kid":"k"}"#;
+    let first = header_of(&with_header(good)).kid.unwrap();
+    let second = header_of(&with_header(good)).kid.unwrap();
+    assert!(Arc::ptr_eq(&first, &second));
+
+    // Right after it was accepted: one parameter more, or the same JSON with a trailing bit
+    // set, is refused as if never seen.
+    assert!(matches!(
+        refused(&with_header(r#"{"alg":"ES256","kid":"k","jku":"x"}"#)),
+        TokenError::ForbiddenHeader { name: "jku" }
+    ));
+    let encoded = B64.encode(good);
+    assert_eq!(
+        encoded.len() % 4,
+        2,
+        "the bump below must set a trailing bit"
+    );
+    let t = format!(
+        "{}.{}.{}",
+        bump_last(&encoded),
+        B64.encode(CLAIMS),
+        B64.encode("sig")
+    );
+    assert!(matches!(
+        refused(&t),
+        TokenError::BadBase64 { segment: "header" }
+    ));
+    assert!(header_of(&with_header(good)).kid.is_some());
 }
 
 proptest! {
