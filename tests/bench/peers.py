@@ -1042,6 +1042,17 @@ def render_fixed(L: list[str], f: dict, ceiling: float) -> None:
     f["added_p99_us"] = d
 
 
+def gc_context(mine: dict, peer: dict) -> str:
+    """What the Go runtime counters say about a pair of rows, when the peer collects far less often."""
+    a, b = mine.get("gc_per_10k_req"), peer.get("gc_per_10k_req")
+    if not a or not b or a < 1.5 * b:
+        return ""
+    return (f" (it ran {a / b:.1f}× fewer GC cycles per request than caddy-iap, {b:.1f} vs {a:.1f} per 10,000, while"
+            f" allocating {peer['go_alloc_b_per_req']:,.0f} vs {mine['go_alloc_b_per_req']:,.0f} B per request: it holds"
+            f" {peer.get('go_heap_inuse_mb', 0):.0f} MB of Go heap to caddy-iap's {mine.get('go_heap_inuse_mb', 0):.0f} MB;"
+            " see Go allocation and collection)")
+
+
 def compute_targets(ctx: dict) -> list[str]:
     rows = {r["name"]: r for r in ctx["rows"]}
     iap_hot = rows.get("caddy-iap, hot RS256 token (cache hits)")
@@ -1112,7 +1123,7 @@ def compute_targets(ctx: dict) -> list[str]:
                          f" request (medians of {len(by_rps)} rounds' ratios; {mine['rps']:,.0f} vs {pr['rps']:,.0f}"
                          f" req/s, {mine['cpu_us_per_req']:.0f} vs {pr['cpu_us_per_req']:.0f} µs in the median"
                          f" rounds); ahead by both in {both} of {len(by_rps)} rounds, behind by both in {behind} —"
-                         f" {verdict}")
+                         f" {verdict}" + gc_context(mine, pr))
     cg = {r["name"]: r for r in ctx.get("callgrind") or []}
     if cg and cg.get("caddy-iap, hot RS256 token (cache hits)", {}).get("sha256_per_request") is not None:
         base = ctx["callgrind"][0]["per_request"]
