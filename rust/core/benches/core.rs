@@ -93,6 +93,17 @@ fn validation(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("lib_verify_parsed", kind.alg()), |b| {
             b.iter(|| parsed.verify_sig(input.as_bytes(), black_box(&sig)).is_ok())
         });
+        // Both in one loop, for a profiler to weigh against each other in the same moments
+        // (tests/bench/peers.py, cold_share): timed apart, they drift with the machine.
+        g.bench_function(
+            BenchmarkId::new("cold_beside_lib_verify_parsed", kind.alg()),
+            |b| {
+                b.iter(|| {
+                    decide(&cold, black_box(&t))
+                        && parsed.verify_sig(input.as_bytes(), black_box(&sig)).is_ok()
+                })
+            },
+        );
     }
     let signer = Signer::new(KeyKind::Es256);
     let t = token(&signer, "alice");

@@ -119,6 +119,13 @@ fn header_of(segment: &[u8]) -> Result<Header, TokenError> {
     }
     HEADER_MEMO.with_borrow_mut(|memo| {
         if let Some((_, header)) = memo.iter().find(|(seen, _)| **seen == *segment) {
+            // Sound only while a header depends on its bytes alone: checked in every test and
+            // fuzz run.
+            debug_assert!(
+                decode(segment, "header")
+                    .and_then(|bytes| parse_header(&bytes))
+                    .is_ok_and(|fresh| fresh == *header)
+            );
             return Ok(header.clone());
         }
         let header = parse_header(&decode(segment, "header")?)?;

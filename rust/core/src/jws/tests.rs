@@ -5,7 +5,7 @@ use serde_json::json;
 
 use std::sync::Arc;
 
-use super::{FORBIDDEN_HEADERS, Header, MEMO_ENTRIES, parse_compact};
+use super::{FORBIDDEN_HEADERS, Header, MEMO_ENTRIES, MEMO_MAX_SEGMENT, parse_compact};
 use crate::alg::Alg;
 use crate::error::TokenError;
 use crate::json::Json;
@@ -432,49 +432,80 @@ fn errors_and_debug_carry_no_token_bytes() {
     assert!(!format!("{jws:?}").contains(&B64.encode(secret)));
 }
 
+/// An RS256 header naming key `kid`.
+fn rs256_kid(kid: &str) -> String {
+    with_header(&format!(r#"{{"alg":"RS256","kid":"{kid}"}}"#))
+}
+
 #[test]
 fn a_remembered_header_reads_as_a_fresh_parse_would() {
-    // More distinct headers than a thread remembers, twice round: each reads as its own bytes.
-    let kids: Vec<String> = (0..MEMO_ENTRIES * 2 + 1)
-        .map(|i| format!("key-{i}"))
-        .collect();
+    // As many headers as a thread remembers, then again in the other order: every second read
+    // is a hit, shares the first read's `kid`, and reads as its own bytes.
+    let kids: Vec<String> = (0..MEMO_ENTRIES).map(|i| format!("key-{i}")).collect();
+    let first: Vec<Header> = kids.iter().map(|kid| header_of(&rs256_kid(kid))).collect();
+    for (kid, before) in kids.iter().zip(&first).rev() {
+        let again = header_of(&rs256_kid(kid));
+        assert_eq!(again.alg, Alg::RS256);
+        assert_eq!(again.kid.as_deref(), Some(kid.as_str()));
+        assert!(Arc::ptr_eq(
+            again.kid.as_ref().unwrap(),
+            before.kid.as_ref().unwrap()
+        ));
+    }
+
+    // More headers than it remembers, twice round: each still reads as its own bytes.
+    let many: Vec<String> = (0..MEMO_ENTRIES * 2 + 1).map(|i| format!("k{i}")).collect();
     for _ in 0..2 {
-        for kid in &kids {
-            let header = header_of(&with_header(&format!(r#"{{"alg":"RS256","kid":"{kid}"}}"#)));
-            assert_eq!(header.alg, Alg::RS256);
-            assert_eq!(header.kid.as_deref(), Some(kid.as_str()));
+        for kid in &many {
+            assert_eq!(
+                header_of(&rs256_kid(kid)).kid.as_deref(),
+                Some(kid.as_str())
+            );
         }
     }
 
-    // The same header twice is one parse: the second shares the first's `kid`.
-    let good = r#"{"alg":"ES256","kid":"k"}"#;
-    let first = header_of(&with_header(good)).kid.unwrap();
-    let second = header_of(&with_header(good)).kid.unwrap();
-    assert!(Arc::ptr_eq(&first, &second));
-
-    // Right after it was accepted: one parameter more, or the same JSON with a trailing bit
-    // set, is refused as if never seen.
-    assert!(matches!(
-        refused(&with_header(r#"{"alg":"ES256","kid":"k","jku":"x"}"#)),
-        TokenError::ForbiddenHeader { name: "jku" }
+    // A header past the memo's size limit is parsed afresh each time, to the same result.
+    let long = "x".repeat(MEMO_MAX_SEGMENT);
+    let (a, b) = (header_of(&rs256_kid(&long)), header_of(&rs256_kid(&long)));
+    assert_eq!(a, b);
+    assert!(!Arc::ptr_eq(
+        a.kid.as_ref().unwrap(),
+        b.kid.as_ref().unwrap()
     ));
+}
+
+#[test]
+fn a_refused_header_is_refused_every_time() {
+    let good = r#"{"alg":"ES256","kid":"k"}"#;
+    header_of(&with_header(good));
+    header_of(&with_header(good));
+    // Refusals are not remembered: the same bytes are refused again, for the same reason.
+    let forbidden = with_header(r#"{"alg":"ES256","kid":"k","jku":"x"}"#);
+    for _ in 0..2 {
+        assert!(matches!(
+            refused(&forbidden),
+            TokenError::ForbiddenHeader { name: "jku" }
+        ));
+    }
+    // The accepted JSON with a trailing bit set is other bytes, refused as non-canonical.
     let encoded = B64.encode(good);
     assert_eq!(
         encoded.len() % 4,
         2,
         "the bump below must set a trailing bit"
     );
-    let t = format!(
+    let bumped = format!(
         "{}.{}.{}",
         bump_last(&encoded),
         B64.encode(CLAIMS),
         B64.encode("sig")
     );
-    assert!(matches!(
-        refused(&t),
-        TokenError::BadBase64 { segment: "header" }
-    ));
-    assert!(header_of(&with_header(good)).kid.is_some());
+    for _ in 0..2 {
+        assert!(matches!(
+            refused(&bumped),
+            TokenError::BadBase64 { segment: "header" }
+        ));
+    }
 }
 
 proptest! {
