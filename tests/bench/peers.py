@@ -455,6 +455,8 @@ class Bench:
 
 
 GO_METRICS = ("go_memstats_alloc_bytes_total", "go_gc_duration_seconds_count", "go_memstats_heap_inuse_bytes")
+# What Bench.row derives from them for each measured run.
+GO_ROW_KEYS = ("go_alloc_b_per_req", "gc_per_10k_req", "go_heap_inuse_mb")
 
 
 def go_runtime_metrics(server: Server) -> dict | None:
@@ -597,7 +599,7 @@ def median_rounds(results: list[dict], order: list[str]) -> list[dict]:
         if decide:
             med["decide_us_per_req"] = decide[(len(decide) - 1) // 2]
             med["rounds_decide"] = [round(d, 1) for d in decide]
-        for key in ("go_alloc_b_per_req", "gc_per_10k_req", "go_heap_inuse_mb"):
+        for key in GO_ROW_KEYS:
             vals = [r[key] for r in runs if r.get(key) is not None]
             if vals:
                 med[key] = median(vals)
@@ -1067,8 +1069,7 @@ def render_fixed(L: list[str], f: dict, ceiling: float) -> None:
 
 def gc_context(mine: dict, peer: dict) -> str:
     """The Go runtime counters of a pair of rows, side by side (caddy-iap first)."""
-    keys = ("gc_per_10k_req", "go_alloc_b_per_req", "go_heap_inuse_mb")
-    if any(r.get(k) is None for r in (mine, peer) for k in keys):
+    if any(r.get(k) is None for r in (mine, peer) for k in GO_ROW_KEYS):
         return ""
     return (f" (Go runtime, caddy-iap vs {peer['name'].split(',')[0]}: {mine['gc_per_10k_req']:.1f} vs"
             f" {peer['gc_per_10k_req']:.1f} GC cycles per 10,000 requests, {mine['go_alloc_b_per_req']:,.0f} vs"
@@ -1231,7 +1232,7 @@ def write_doc(path: Path, ctx: dict) -> None:
         L.append(f"| {name} | **not measured: {err}** | | | | | | | | | |")
     L.append("")
 
-    gc_rows = [r for r in ctx["rows"] if r.get("gc_per_10k_req") is not None]
+    gc_rows = [r for r in ctx["rows"] if all(r.get(k) is not None for k in GO_ROW_KEYS)]
     if gc_rows:
         L.append("## Go allocation and collection\n")
         L.append("The same runs, from each proxy's Go runtime counters (Caddy's admin `/metrics`, read before and"
@@ -1244,7 +1245,7 @@ def write_doc(path: Path, ctx: dict) -> None:
         L.append("| --- | ---: | ---: | ---: |")
         for r in gc_rows:
             L.append(f"| {r['name']} | {r['go_alloc_b_per_req']:,.0f} | {r['gc_per_10k_req']:.1f} |"
-                     f" {r.get('go_heap_inuse_mb', float('nan')):.1f} |")
+                     f" {r['go_heap_inuse_mb']:.1f} |")
         L.append("")
 
     for key in ("fixed", "fixed_h2load"):

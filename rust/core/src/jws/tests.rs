@@ -1,9 +1,9 @@
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use proptest::prelude::*;
 use serde_json::json;
-
-use std::sync::Arc;
 
 use super::{FORBIDDEN_HEADERS, Header, MEMO_ENTRIES, MEMO_MAX_SEGMENT, parse_compact};
 use crate::alg::Alg;
