@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-iap/caddy-iap/go-module/internal/ffi"
 )
@@ -31,9 +33,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if src.Kind == SourceHeader {
 			// Caddy's access log redacts Authorization and Cookie, not custom headers.
 			h.logger.Warn("tokens in this header appear in Caddy's access log unless filtered: "+
-				"log { format filter { request>headers>"+src.Name+" delete } }",
-				zap.String("token_source_header", src.Name))
+				logFilter(src.Name), zap.String("token_source_header", src.Name))
 		}
+	}
+	if h.Assertion != nil && ctx.Logger(reverseproxy.Handler{}).Core().Enabled(zapcore.DebugLevel) {
+		// reverse_proxy's DEBUG line "upstream roundtrip" holds every upstream request
+		// header, and Caddy redacts only Authorization and Cookie and their kin: each
+		// assertion, a credential the upstream accepts until it expires, would be written out.
+		h.logger.Warn("reverse_proxy logs upstream request headers at DEBUG, assertions included, unless filtered: "+
+			logFilter(h.Assertion.header()), zap.String("assertion_header", h.Assertion.header()))
 	}
 
 	var signingKeys []string

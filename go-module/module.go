@@ -7,6 +7,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"net/textproto"
 	"net/url"
 	"slices"
 	"strings"
@@ -33,6 +34,9 @@ const (
 	DefaultJWKSPath = "/.well-known/iap/jwks.json"
 	// DefaultAssertionAlg signs assertions when assertion.alg is not set.
 	DefaultAssertionAlg = "ES256"
+	// DefaultAssertionHeader carries the assertion when assertion.header is not set (the
+	// engine's default too; the Go side needs it to validate and to warn about logging).
+	DefaultAssertionHeader = "X-IAP-Assertion"
 
 	// off disables a header name or the JWKS path.
 	off = "off"
@@ -528,6 +532,17 @@ func (a *Assertion) alg() string {
 	return cmp.Or(a.Alg, DefaultAssertionAlg)
 }
 
+// header returns the effective header name.
+func (a *Assertion) header() string {
+	return cmp.Or(a.Header, DefaultAssertionHeader)
+}
+
+// logFilter is the Caddyfile log setting that keeps a request header's values out of a log.
+// The field path names the header as Go canonicalizes it, which is how Caddy logs it.
+func logFilter(header string) string {
+	return "log { format filter { request>headers>" + textproto.CanonicalMIMEHeaderKey(header) + " delete } }"
+}
+
 func (n *HeaderNames) validate() error {
 	for _, f := range []struct{ field, name string }{{"user", n.User}, {"email", n.Email}, {"roles", n.Roles}} {
 		if f.name != "" && f.name != off && !httpguts.ValidHeaderFieldName(f.name) {
@@ -563,14 +578,14 @@ func (h *Handler) validateHeaderUse() error {
 		if strings.EqualFold(h.Assertion.Header, off) {
 			return errors.New("assertion: header cannot be off; remove the assertion block instead")
 		}
-		uses = append(uses, use{"assertion header", cmp.Or(h.Assertion.Header, "X-IAP-Assertion")})
+		uses = append(uses, use{"assertion header", h.Assertion.header()})
 	}
 	for _, src := range h.TokenSources {
 		if src.Kind != SourceHeader {
 			continue
 		}
 		// The engine strips the default names even when renamed: a token there is never read.
-		for _, d := range []string{"X-IAP-User", "X-IAP-Email", "X-IAP-Roles", "X-IAP-Assertion"} {
+		for _, d := range []string{"X-IAP-User", "X-IAP-Email", "X-IAP-Roles", DefaultAssertionHeader} {
 			if strings.EqualFold(src.Name, d) {
 				return fmt.Errorf("token_source header: %s is an identity header caddy-iap always strips", src.Name)
 			}

@@ -141,3 +141,12 @@ func TestValidateHeaderUse(t *testing.T) {
 		}
 	}
 }
+
+func TestLogFilterNamesTheHeaderAsCaddyLogsIt(t *testing.T) {
+	// Caddy logs header names canonicalized; a filter on any other spelling matches nothing.
+	for _, name := range []string{"x-api-token", "X-API-TOKEN", "X-Api-Token"} {
+		if got, want := logFilter(name), "log { format filter { request>headers>X-Api-Token delete } }"; got != want {
+			t.Errorf("logFilter(%q) = %q, want %q", name, got, want)
+		}
+	}
+}

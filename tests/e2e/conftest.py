@@ -121,18 +121,19 @@ def upstream():
 
 @pytest.fixture
 def caddy(tmp_path, upstream, request):
-    """Factory: caddy(iap_config, site_extra="", upstream_address=None, start=True, storage=None)
-    -> a started Caddy (stopped at teardown)."""
+    """Factory: caddy(iap_config, site_extra="", upstream_address=None, start=True, storage=None,
+    log_extra="") -> a started Caddy (stopped at teardown)."""
     started: list[Caddy] = []
 
     def make(iap_config: str, site_extra: str = "", upstream_address: str | None = None,
-             start: bool = True, storage: Path | None = None) -> Caddy:
+             start: bool = True, storage: Path | None = None, log_extra: str = "") -> Caddy:
         inst = Caddy(
             workdir=tmp_path / f"caddy{len(started) + 1}",
             upstream_address=upstream_address or upstream.address,
             iap_config=iap_config,
             site_extra=site_extra,
             storage=storage,
+            log_extra=log_extra,
         )
         started.append(inst)
         _register_logs(request, inst.caddyfile, inst.stdout_path, inst.log_path)

@@ -482,6 +482,8 @@ class Caddy:
     storage: Path | None = None
     # A whole Caddyfile to run instead of the generated one (its site must listen on `port`).
     text: str | None = None
+    # Lines for the global log block after its level and output (a `format filter`, say).
+    log_extra: str = ""
     proc: subprocess.Popen | None = None
 
     def __post_init__(self):
@@ -507,7 +509,8 @@ class Caddy:
             "\tlog {\n"
             "\t\tlevel DEBUG\n"
             f"\t\toutput file {self.log_path}\n"
-            "\t}\n"
+            + (indent(self.log_extra, "\t\t") + "\n" if self.log_extra.strip() else "")
+            + "\t}\n"
             "}\n\n"
             f"http://:{self.port} {{\n"
             + (indent(site_extra, "\t") + "\n" if site_extra.strip() else "")

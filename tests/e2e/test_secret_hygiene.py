@@ -1,5 +1,8 @@
 """Secret hygiene: after the main paths ran at DEBUG, no log and no error body holds a token, a
-token's signature, a minted database password, the admin password or the assertion signing key."""
+token's signature, a minted assertion, a minted database password, the admin password or the
+assertion signing key. Caddy's reverse_proxy logs upstream request headers at DEBUG, and the
+assertion is one: docs/caddyfile.md has the log filter that keeps it out, and caddy-iap warns at
+start-up when that log is on."""
 
 from __future__ import annotations
 
@@ -8,10 +11,15 @@ import json
 
 import psycopg
 
-from iaplib import b64url, issuer_block
+from iaplib import b64url, issuer_block, unverified_claims
 from pglib import ADMIN_PASSWORD, ADMIN_USER, DB, wait_until
 from test_postgres import AUD as DB_AUD
 from test_postgres import connect, gateway, login_lines, pg, pg_idp  # noqa: F401 - fixtures
+
+
+# The log setting docs/caddyfile.md gives for DEBUG logs with assertions on.
+ASSERTION_LOG_FILTER = "format filter {\n\trequest>headers>X-Iap-Assertion delete\n}"
+ASSERTION_WARNING = "reverse_proxy logs upstream request headers at DEBUG, assertions included"
 
 
 def tampered(token: str) -> str:
@@ -41,7 +49,8 @@ postgres_credentials {{
 	grant reader app_reader
 	databases {DB}
 	connect 127.0.0.1:{pg.port}
-}}"""
+}}""",
+        log_extra=ASSERTION_LOG_FILTER,
     )
     tokens: list[str] = []
     bodies: list[str] = []
@@ -55,7 +64,8 @@ postgres_credentials {{
     reader = tok("reader")
     r = site.get("/items/1", reader)
     assert r.status_code == 200, r.text
-    assert upstream.last().one("X-IAP-Assertion"), "the assertion was not set"
+    assertion = upstream.last().one("X-IAP-Assertion")
+    assert assertion and assertion.count(".") == 2, "the assertion was not set"
     for status, resp in [
         (403, site.get("/items/1", tok("nobody"))),
         (403, site.request("DELETE", "/items/1", reader)),
@@ -102,7 +112,8 @@ postgres_credentials {{
     signing_keys = [line.strip() for f in key_files for line in f.read_text().splitlines() if line.strip()]
     assert signing_keys and all(len(k) > 40 for k in signing_keys)
 
-    secrets: dict[str, str] = {"minted password": minted, "admin password": ADMIN_PASSWORD}
+    secrets: dict[str, str] = {"minted password": minted, "admin password": ADMIN_PASSWORD,
+                               "assertion": assertion, "assertion signature": assertion.split(".")[2]}
     for i, t in enumerate(tokens):
         assert t.count(".") == 2
         secrets[f"token {i}"] = t
@@ -123,6 +134,9 @@ postgres_credentials {{
     # The logs are really there and cover what ran (so an empty search cannot pass by accident).
     assert '"result":"allowed"' in logs["caddy.log (gateway)"]
     assert '"level":"debug"' in logs["caddy.log (http)"]
+    # reverse_proxy's line with the upstream request's headers is there, the identity ones in it.
+    assert '"upstream roundtrip"' in logs["caddy.log (http)"] and "X-Iap-Email" in logs["caddy.log (http)"]
+    assert ASSERTION_WARNING in logs["caddy.log (http)"]
     # The search does find a secret where one is: the test's own setup SQL, logged earlier.
     assert ADMIN_PASSWORD in pg.log_text()[:pg_log_start]
     assert "issued token" in logs["IdP log"]
@@ -131,3 +145,32 @@ postgres_credentials {{
 
     leaks = [f"{what} in {where}" for where, text in logs.items() for what, value in secrets.items() if value in text]
     assert not leaks, leaks
+
+
+def test_debug_logs_name_the_assertion_filter(idp, upstream, caddy):
+    """Without the filter, reverse_proxy's DEBUG line would hold the assertion (the reason for the
+    warning; a Caddy that redacts it makes this test fail, and the warning can go). A log that
+    leaves reverse_proxy out gets no warning, though it still logs at DEBUG."""
+    iap = issuer_block(idp.issuer) + """
+role reader claim groups contains readers
+allow reader GET /items/*
+assertion {
+	audience https://upstream.test
+}"""
+    site = caddy(iap)
+    r = site.get("/items/1", idp.token("reader"))
+    assert r.status_code == 200, r.text
+    assertion = upstream.last().one("X-IAP-Assertion")
+    assert unverified_claims(assertion)["aud"] == "https://upstream.test"
+    log = site.log_text()
+    warning = [line for line in log.splitlines() if ASSERTION_WARNING in line]
+    assert len(warning) == 1, log[-3000:]
+    assert "log { format filter { request>headers>X-Iap-Assertion delete } }" in warning[0]
+    assert assertion in log, "reverse_proxy no longer logs the upstream headers: drop the warning"
+
+    quiet = caddy(iap, log_extra="exclude http.handlers.reverse_proxy")
+    r = quiet.get("/items/1", idp.token("reader"))
+    assert r.status_code == 200, r.text
+    log = quiet.log_text()
+    assert '"engine ready"' in log and ASSERTION_WARNING not in log
+    assert upstream.last().one("X-IAP-Assertion") not in log
