@@ -420,7 +420,10 @@ fn json_key_order_and_whitespace_do_not_matter() {
         let token = signer.sign_raw(h.as_bytes(), p.as_bytes());
         let d = f.decide(token.as_bytes());
         prop_assert!(d.allowed(), "{:?} {h} {p}: {}", signer.kind, d.reason);
-        let (got, want) = (d.identity.unwrap(), baseline[k].identity.clone().unwrap());
+        let (got, want) = (
+            d.identity.clone().unwrap(),
+            baseline[k].identity.clone().unwrap(),
+        );
         prop_assert_eq!(
             (&got.issuer, &got.subject, &got.email, &got.name),
             (&want.issuer, &want.subject, &want.email, &want.name)
@@ -430,7 +433,10 @@ fn json_key_order_and_whitespace_do_not_matter() {
             (got.expires_at, &got.kid, got.alg),
             (want.expires_at, &want.kid, want.alg)
         );
-        prop_assert_eq!(&d.set_headers, &baseline[k].set_headers);
+        prop_assert_eq!(
+            d.set_headers().collect::<Vec<_>>(),
+            baseline[k].set_headers().collect::<Vec<_>>()
+        );
         Ok(())
     });
 }

@@ -78,8 +78,7 @@ impl DecisionBox {
             .map(|id| id.roles.iter().map(|r| iap_str::detached(r)).collect())
             .unwrap_or_default();
         let set_headers = decision
-            .set_headers
-            .iter()
+            .set_headers()
             .map(|(name, value)| iap_header {
                 name: iap_str::detached(name),
                 value: iap_str::detached(value),
