@@ -229,6 +229,30 @@ typedef struct {
   bool session;
 } iap_request;
 
+// A decision copied out by [`crate::iap_engine_decide_into`]: the fixed fields here, every
+// string in the caller's buffer. The buffer holds strings one after another, each as its
+// length (4 bytes, native byte order) then its bytes, in this order: reason name, reason,
+// `WWW-Authenticate`, subject, email, name, issuer, kid, alg, jti (as in
+// [`iap_decision_view`]); then each role; then each header to set, as its name then its value.
+typedef struct {
+  // Whether the request may proceed.
+  bool allowed;
+  // Whether the verified-token cache answered.
+  bool cache_hit;
+  // HTTP status (200 when allowed; 400, 401, 403, 500 or 503 otherwise).
+  uint16_t status;
+  // Stable reason code (0 = allowed).
+  uint32_t reason_code;
+  // The token's `exp` (Unix seconds), 0 when unknown.
+  uint64_t expires_at;
+  // Number of roles.
+  uint32_t roles_len;
+  // Number of headers to set.
+  uint32_t set_headers_len;
+  // Bytes of the buffer the strings take; when larger than the buffer, none were written.
+  size_t len;
+} iap_decision_record;
+
 // Counters read at metrics scrape time.
 typedef struct {
   // Verified-token cache hits.
@@ -449,6 +473,23 @@ iap_result iap_engine_decide(const iap_engine *engine,
                              iap_request request,
                              iap_decision **decision_out,
                              iap_decision_view *view_out);
+
+// Decides one request and copies the decision out: its fixed fields to `*record_out`, its
+// strings into `buf` (`buf_len` bytes; the layout is on [`iap_decision_record`]). Nothing to
+// free and no allocation made for the caller: the form for a hot path.
+//
+// When the strings do not fit, `record_out->len` is the size they need, nothing is written
+// to `buf`, and the decision comes boxed in `*decision_out` instead (read it with
+// `iap_decision_get`, free it with `iap_decision_free`), so it is never made twice; otherwise
+// `*decision_out` is NULL. `buf` may be NULL when `buf_len` is 0.
+//
+// `request` is passed by value; the bytes its views point at are borrowed for this call only.
+iap_result iap_engine_decide_into(const iap_engine *engine,
+                                  iap_request request,
+                                  uint8_t *buf,
+                                  size_t buf_len,
+                                  iap_decision_record *record_out,
+                                  iap_decision **decision_out);
 
 // Writes the assertion public keys (a JWKS JSON document) to `*out`, borrowed from the engine
 // and valid until the engine is freed; an empty view when assertions are off.

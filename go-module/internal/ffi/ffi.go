@@ -24,15 +24,22 @@ package ffi
 // stay on the goroutine stack.
 #cgo noescape iap_engine_decide
 #cgo nocallback iap_engine_decide
+#cgo noescape iap_engine_decide_into
+#cgo nocallback iap_engine_decide_into
+#cgo noescape iap_decision_get
+#cgo nocallback iap_decision_get
 #cgo noescape iap_decision_free
 #cgo nocallback iap_decision_free
 */
 import "C"
 
 import (
+	"bytes"
 	"cmp"
+	"encoding/binary"
 	"net/textproto"
 	"runtime"
+	"strings"
 	"sync"
 	"unsafe"
 )
@@ -55,6 +62,10 @@ type Engine struct {
 	canonical []string
 	cleanup   runtime.Cleanup
 }
+
+// recordBufSize is the stack buffer Decide hands the engine. It fits a decision with an
+// assertion and a handful of roles (about 800 bytes); a larger one comes back boxed.
+const recordBufSize = 2048
 
 // NewEngine builds an engine from its JSON config (rust/core/src/config.rs). The engine
 // validates the config and does no network I/O here. On a config error the returned *Error
@@ -149,10 +160,16 @@ func (e *Engine) Stats() (Stats, bool) {
 }
 
 // Decide runs one request through the engine. The request's strings are lent to C without
-// copying; the engine decides and writes the decision's view in one C call, the view is copied
-// into Go memory (every string in one allocation), and the Rust decision is freed before
-// returning.
+// copying; the engine decides and copies the decision into a Go buffer in the same C call,
+// and the decision's strings share one copy of that buffer: one cgo call, nothing to free.
 func (e *Engine) Decide(req Request) (Decision, error) {
+	var stack [recordBufSize]byte // stays on the stack: the C call is noescape
+	return e.decide(req, stack[:])
+}
+
+// decide is Decide with the buffer the engine copies the decision into; a decision too large
+// for it comes back boxed, and is read through its view and freed.
+func (e *Engine) decide(req Request, buf []byte) (Decision, error) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	if e.p == nil {
@@ -167,19 +184,92 @@ func (e *Engine) Decide(req Request) (Decision, error) {
 		token:   lend(req.Token),
 		session: C.bool(req.Session),
 	}
-	var cdec *C.iap_decision
-	var v C.iap_decision_view
-	res := C.iap_engine_decide(e.ptr(), creq, &cdec, &v)
+	var rec C.iap_decision_record
+	var boxed *C.iap_decision
+	res := C.iap_engine_decide_into(e.ptr(), creq, (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(buf))),
+		C.size_t(len(buf)), &rec, &boxed)
 	runtime.KeepAlive(e)
 	if Result(res) != ResultOK {
-		C.iap_decision_free(cdec) // NULL when not written; free is fine with NULL
-		return Decision{}, &Error{Op: "iap_engine_decide", Code: Result(res)}
+		return Decision{}, &Error{Op: "iap_engine_decide_into", Code: Result(res)}
 	}
-	if cdec == nil {
-		return Decision{}, &Error{Op: "iap_engine_decide", Code: ResultNullParameter, Message: "no decision returned"}
+	if boxed != nil {
+		defer C.iap_decision_free(boxed)
+		var v C.iap_decision_view
+		C.iap_decision_get(boxed, &v)
+		return e.decisionOf(&v), nil
 	}
-	defer C.iap_decision_free(cdec)
-	return e.decisionOf(&v), nil
+	// One allocation of the exact size, which the decision's strings share.
+	return e.decisionOfRecord(&rec, bytes.Clone(buf[:rec.len])), nil
+}
+
+// decisionOfRecord reads a decision copied by iap_engine_decide_into. Its strings share buf,
+// which nothing writes again. A record that does not parse (an engine bug) is a refusal.
+func (e *Engine) decisionOfRecord(rec *C.iap_decision_record, buf []byte) Decision {
+	r := recordReader{rest: buf}
+	reasonName, reasonText := r.next(), r.next()
+	d := Decision{
+		Allowed:         bool(rec.allowed),
+		Status:          int(rec.status),
+		Reason:          ReasonCode(rec.reason_code),
+		ReasonText:      reasonText,
+		WWWAuthenticate: r.next(),
+		Subject:         r.next(),
+		Email:           r.next(),
+		Name:            r.next(),
+		Issuer:          r.next(),
+		Kid:             r.next(),
+		Alg:             r.next(),
+		JTI:             r.next(),
+		CacheHit:        bool(rec.cache_hit),
+		ExpiresAt:       uint64(rec.expires_at),
+		StripHeaders:    e.canonical,
+	}
+	if int(rec.reason_code) >= len(reasonNames) {
+		d.ReasonName = reasonName
+	}
+	if n := int(rec.roles_len); n > 0 {
+		d.Roles = make([]string, n)
+		for i := range d.Roles {
+			d.Roles[i] = r.next()
+		}
+	}
+	if n := int(rec.set_headers_len); n > 0 {
+		d.SetHeaders = make([]Header, n)
+		for i := range d.SetHeaders {
+			d.SetHeaders[i] = Header{Name: e.ownedName(r.next()), Value: r.next()}
+		}
+	}
+	if r.bad || len(r.rest) != 0 {
+		return Decision{Status: 500, Reason: ReasonInternal, ReasonText: "unreadable decision record",
+			StripHeaders: e.canonical}
+	}
+	return d
+}
+
+// recordReader reads the strings of a decision record's buffer: each a 4-byte length in
+// native byte order, then its bytes.
+type recordReader struct {
+	rest []byte
+	bad  bool
+}
+
+func (r *recordReader) next() string {
+	if len(r.rest) < 4 {
+		r.bad = true
+		return ""
+	}
+	n := int(binary.NativeEndian.Uint32(r.rest))
+	r.rest = r.rest[4:]
+	if n > len(r.rest) {
+		r.bad = true
+		return ""
+	}
+	s := r.rest[:n]
+	r.rest = r.rest[n:]
+	if n == 0 {
+		return ""
+	}
+	return unsafe.String(unsafe.SliceData(s), n)
 }
 
 // decisionOf copies a decision's view into Go values. Every string the view lends is copied
@@ -237,7 +327,7 @@ func (e *Engine) decisionOf(v *C.iap_decision_view) Decision {
 		d.SetHeaders = make([]Header, len(hs))
 		for i, h := range hs {
 			// Every header the engine sets is on its strip list: reuse that name.
-			d.SetHeaders[i] = Header{Name: e.ownedName(h.name), Value: b.copy(h.value)}
+			d.SetHeaders[i] = Header{Name: e.ownedName(borrowed(h.name)), Value: b.copy(h.value)}
 		}
 	}
 	return d
@@ -288,15 +378,15 @@ func (e *Engine) OwnedHeaders() []string {
 }
 
 // ownedName returns the canonical form of a header name the engine sets, from the strip list
-// without copying when it is there (always, for the engine's own headers).
-func (e *Engine) ownedName(name C.iap_str) string {
-	b := unsafe.Slice((*byte)(unsafe.Pointer(name.data)), int(name.len))
+// when it is there (always, for the engine's own headers). name may be borrowed C memory: it
+// is only compared, and copied when not on the list.
+func (e *Engine) ownedName(name string) string {
 	for i, o := range e.owned {
-		if o == string(b) { // no allocation: the conversion is only compared
+		if o == name {
 			return e.canonical[i]
 		}
 	}
-	return textproto.CanonicalMIMEHeaderKey(stringOf(name))
+	return textproto.CanonicalMIMEHeaderKey(strings.Clone(name))
 }
 
 // algName returns the algorithm as a constant string.
@@ -371,6 +461,15 @@ func bytesOf(s C.iap_str) []byte {
 		return nil
 	}
 	return C.GoBytes(unsafe.Pointer(s.data), C.int(s.len))
+}
+
+// borrowed views C bytes as a string without copying: only for comparing, or copying, before
+// the owner frees them.
+func borrowed(s C.iap_str) string {
+	if s.data == nil || s.len == 0 {
+		return ""
+	}
+	return unsafe.String((*byte)(unsafe.Pointer(s.data)), int(s.len))
 }
 
 // stringOf copies a borrowed C byte view into a Go string.

@@ -7,9 +7,11 @@ import (
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"net/textproto"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -332,4 +334,57 @@ func BenchmarkDecideCached(b *testing.B) {
 			}
 		}
 	})
+}
+
+// A decision larger than Decide's buffer comes back boxed and is read through its view. Both
+// ways must give the same decision, allowed or denied.
+func TestDecideCopiedAndBoxedAgree(t *testing.T) {
+	key := testjwt.NewES256("k1")
+	e := newEngine(t, key, nil)
+	reqs := map[string]Request{
+		"allowed":   {Method: "GET", Host: "app.test", Path: "/items/1", Token: key.Sign(claims("alice", "readers"))},
+		"forbidden": {Method: "DELETE", Host: "app.test", Path: "/items/1", Token: key.Sign(claims("bob", "readers"))},
+		"no token":  {Method: "GET", Host: "app.test", Path: "/items/1"},
+	}
+	for name, req := range reqs {
+		t.Run(name, func(t *testing.T) {
+			copied, err := e.Decide(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			boxed, err := e.decide(req, make([]byte, 8)) // too small for any decision
+			if err != nil {
+				t.Fatal(err)
+			}
+			copied.CacheHit = boxed.CacheHit // the first call filled the cache
+			if !reflect.DeepEqual(boxed, copied) {
+				t.Errorf("boxed  %+v\ncopied %+v", boxed, copied)
+			}
+			if name == "allowed" && (copied.Subject != "alice" || len(copied.SetHeaders) != 3) {
+				t.Errorf("%+v", copied)
+			}
+		})
+	}
+}
+
+// A record whose lengths run past its buffer (an engine bug) reads as bad, never past its end;
+// decisionOfRecord turns that into a refusal.
+func TestRecordReaderStopsAtTheEnd(t *testing.T) {
+	good := []byte{2, 0, 0, 0, 'o', 'k', 0, 0, 0, 0}
+	if binary.NativeEndian.Uint32([]byte{2, 0, 0, 0}) != 2 {
+		good = []byte{0, 0, 0, 2, 'o', 'k', 0, 0, 0, 0}
+	}
+	r := recordReader{rest: good}
+	if a, b := r.next(), r.next(); a != "ok" || b != "" || r.bad || len(r.rest) != 0 {
+		t.Errorf("good record: %q %q bad=%v rest=%v", a, b, r.bad, r.rest)
+	}
+	for _, buf := range [][]byte{{1, 0}, {9, 0, 0, 0, 'x'}, {0xff, 0xff, 0xff, 0xff}} {
+		r := recordReader{rest: buf}
+		for range 12 {
+			r.next()
+		}
+		if !r.bad {
+			t.Errorf("%v read as good", buf)
+		}
+	}
 }

@@ -94,32 +94,129 @@ impl DecisionBox {
 
     pub(crate) fn view(&self) -> iap_decision_view<'_> {
         let d = &self.decision;
-        let id = d.identity.as_deref();
-        let text =
-            |f: fn(&caddy_iap_core::Identity) -> Option<&str>| iap_str::from_opt(id.and_then(f));
+        let [
+            reason_name,
+            reason,
+            www_authenticate,
+            subject,
+            email,
+            name,
+            issuer,
+            kid,
+            alg,
+            jti,
+        ] = texts(d).map(iap_str::from_str);
         let strip = &self.engine.strip_headers;
         iap_decision_view {
             allowed: d.allowed(),
             status: d.status(),
             reason_code: d.reason_code() as u32,
-            reason_name: iap_str::from_str(d.reason_code().as_str()),
-            reason: iap_str::from_str(&d.reason),
-            www_authenticate: iap_str::from_str(&d.www_authenticate),
-            subject: text(|i| Some(&i.subject)),
-            email: text(|i| i.email.as_deref()),
-            name: text(|i| i.name.as_deref()),
-            issuer: text(|i| Some(&i.issuer)),
+            reason_name,
+            reason,
+            www_authenticate,
+            subject,
+            email,
+            name,
+            issuer,
             roles: self.roles.as_ptr(),
             roles_len: self.roles.len(),
             set_headers: self.set_headers.as_ptr(),
             set_headers_len: self.set_headers.len(),
             strip_headers: strip.as_ptr(),
             strip_headers_len: strip.len(),
-            kid: text(|i| i.kid.as_deref()),
-            alg: text(|i| Some(i.alg.as_str())),
-            jti: text(|i| i.jti.as_deref()),
+            kid,
+            alg,
+            jti,
             cache_hit: d.cache_hit,
-            expires_at: id.map_or(0, |i| i.expires_at),
+            expires_at: expires_at(d),
+        }
+    }
+}
+
+/// A decision's single strings, in the order [`iap_decision_record`] lays them out (each empty
+/// when absent).
+fn texts(d: &Decision) -> [&str; 10] {
+    let id = d.identity.as_deref();
+    let text = |f: fn(&caddy_iap_core::Identity) -> Option<&str>| id.and_then(f).unwrap_or("");
+    [
+        d.reason_code().as_str(),
+        &d.reason,
+        &d.www_authenticate,
+        text(|i| Some(&i.subject)),
+        text(|i| i.email.as_deref()),
+        text(|i| i.name.as_deref()),
+        text(|i| Some(&i.issuer)),
+        text(|i| i.kid.as_deref()),
+        text(|i| Some(i.alg.as_str())),
+        text(|i| i.jti.as_deref()),
+    ]
+}
+
+fn expires_at(d: &Decision) -> u64 {
+    d.identity.as_ref().map_or(0, |i| i.expires_at)
+}
+
+/// A decision copied out by [`crate::iap_engine_decide_into`]: the fixed fields here, every
+/// string in the caller's buffer. The buffer holds strings one after another, each as its
+/// length (4 bytes, native byte order) then its bytes, in this order: reason name, reason,
+/// `WWW-Authenticate`, subject, email, name, issuer, kid, alg, jti (as in
+/// [`iap_decision_view`]); then each role; then each header to set, as its name then its value.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct iap_decision_record {
+    /// Whether the request may proceed.
+    pub allowed: bool,
+    /// Whether the verified-token cache answered.
+    pub cache_hit: bool,
+    /// HTTP status (200 when allowed; 400, 401, 403, 500 or 503 otherwise).
+    pub status: u16,
+    /// Stable reason code (0 = allowed).
+    pub reason_code: u32,
+    /// The token's `exp` (Unix seconds), 0 when unknown.
+    pub expires_at: u64,
+    /// Number of roles.
+    pub roles_len: u32,
+    /// Number of headers to set.
+    pub set_headers_len: u32,
+    /// Bytes of the buffer the strings take; when larger than the buffer, none were written.
+    pub len: usize,
+}
+
+/// The length prefix of each string in a record's buffer.
+const PREFIX: usize = size_of::<u32>();
+
+impl iap_decision_record {
+    /// Fills the record from `d` and copies its strings into `buf` when they fit (`len` says
+    /// how many bytes they take either way). Strings over 4 GiB cannot occur: the engine bounds
+    /// tokens and everything derived from them far below that.
+    pub(crate) fn write(d: &Decision, buf: &mut [u8]) -> Self {
+        let roles = d.identity.as_deref().map_or(&[][..], |i| &i.roles[..]);
+        let strings = || {
+            let headers = d.set_headers().flat_map(|(name, value)| [name, value]);
+            texts(d)
+                .into_iter()
+                .chain(roles.iter().map(|r| &**r))
+                .chain(headers)
+        };
+        let len = strings().map(|s| PREFIX + s.len()).sum();
+        if len <= buf.len() {
+            let mut at = 0;
+            for s in strings() {
+                buf[at..at + PREFIX].copy_from_slice(&(s.len() as u32).to_ne_bytes());
+                at += PREFIX;
+                buf[at..at + s.len()].copy_from_slice(s.as_bytes());
+                at += s.len();
+            }
+        }
+        Self {
+            allowed: d.allowed(),
+            cache_hit: d.cache_hit,
+            status: d.status(),
+            reason_code: d.reason_code() as u32,
+            expires_at: expires_at(d),
+            roles_len: roles.len() as u32,
+            set_headers_len: d.set_headers().count() as u32,
+            len,
         }
     }
 }

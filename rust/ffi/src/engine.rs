@@ -1,12 +1,12 @@
 //! `iap_engine`: one per config instance, shared by every goroutine.
 
 use base64::Engine as _;
-use caddy_iap_core::{Alg, Config, Engine, Request, generate_signing_key};
+use caddy_iap_core::{Alg, Config, Decision, Engine, Request, generate_signing_key};
 
-use crate::decision::{DecisionBox, iap_decision, iap_decision_view};
+use crate::decision::{DecisionBox, iap_decision, iap_decision_record, iap_decision_view};
 use crate::error::{finish_new, iap_result};
 use crate::ffi::{
-    arc_clone, arc_free, arc_ref, box_into_ptr_with_view, bytes, bytes_mut, write_out,
+    arc_clone, arc_free, arc_ref, box_into_ptr, box_into_ptr_with_view, bytes, bytes_mut, write_out,
 };
 use crate::slice::iap_str;
 
@@ -145,25 +145,11 @@ pub extern "C" fn iap_engine_decide(
         if decision_out.is_null() {
             return iap_result::NullParameter;
         }
-        let text = |s: iap_str<'_>| -> Option<&str> {
-            // SAFETY: the caller lends each view's bytes for this call.
-            unsafe { bytes(s.data, s.len) }.and_then(|b| std::str::from_utf8(b).ok())
+        // SAFETY: the caller lends the request's bytes for this call.
+        let decision = match unsafe { decide(&engine, request) } {
+            Ok(decision) => decision,
+            Err(e) => return e,
         };
-        let (Some(method), Some(host), Some(path)) =
-            (text(request.method), text(request.host), text(request.path))
-        else {
-            return iap_result::InvalidParameter;
-        };
-        // SAFETY: the caller lends the token's bytes for this call.
-        let Some(token) = (unsafe { bytes(request.token.data, request.token.len) }) else {
-            return iap_result::NullParameter;
-        };
-        let token = (!token.is_empty()).then_some(token);
-        let req = match token {
-            Some(t) if request.session => Request::from_session(method, host, path, t),
-            _ => Request::new(method, host, path, token),
-        };
-        let decision = engine.engine.decide(&req);
         let boxed: *mut iap_decision = {
             // SAFETY: `view_out` is NULL or a writable view, read (per this function's
             // contract) only until the caller frees the decision.
@@ -173,6 +159,87 @@ pub extern "C" fn iap_engine_decide(
         unsafe { write_out(decision_out, boxed) };
         iap_result::Ok
     }
+}
+
+/// Decides one request and copies the decision out: its fixed fields to `*record_out`, its
+/// strings into `buf` (`buf_len` bytes; the layout is on [`iap_decision_record`]). Nothing to
+/// free and no allocation made for the caller: the form for a hot path.
+///
+/// When the strings do not fit, `record_out->len` is the size they need, nothing is written
+/// to `buf`, and the decision comes boxed in `*decision_out` instead (read it with
+/// `iap_decision_get`, free it with `iap_decision_free`), so it is never made twice; otherwise
+/// `*decision_out` is NULL. `buf` may be NULL when `buf_len` is 0.
+///
+/// `request` is passed by value; the bytes its views point at are borrowed for this call only.
+#[unsafe(no_mangle)]
+pub extern "C" fn iap_engine_decide_into(
+    engine: *const iap_engine,
+    request: iap_request<'_>,
+    buf: *mut u8,
+    buf_len: usize,
+    record_out: *mut iap_decision_record,
+    decision_out: *mut *mut iap_decision,
+) -> iap_result {
+    ffi_panic_boundary! {
+        // SAFETY: `engine` is NULL or a live engine for the duration of this call.
+        let Some(engine_ref) = (unsafe { arc_ref::<EngineBox, iap_engine>(engine) }) else {
+            return iap_result::NullParameter;
+        };
+        // SAFETY: the caller lends `buf_len` writable bytes at `buf` for this call.
+        let Some(out) = (unsafe { bytes_mut(buf, buf_len) }) else {
+            return iap_result::NullParameter;
+        };
+        if record_out.is_null() || decision_out.is_null() {
+            return iap_result::NullParameter;
+        }
+        // SAFETY: the caller lends the request's bytes for this call.
+        let decision = match unsafe { decide(engine_ref, request) } {
+            Ok(decision) => decision,
+            Err(e) => return e,
+        };
+        let record = iap_decision_record::write(&decision, out);
+        let boxed = if record.len > buf_len {
+            // SAFETY: `engine` is a live engine (checked above); the box holds its own reference.
+            let Some(engine) = (unsafe { arc_clone::<EngineBox, iap_engine>(engine) }) else {
+                return iap_result::NullParameter;
+            };
+            box_into_ptr(DecisionBox::new(decision, engine))
+        } else {
+            std::ptr::null_mut()
+        };
+        // SAFETY: both checked non-NULL above.
+        unsafe {
+            write_out(record_out, record);
+            write_out(decision_out, boxed);
+        }
+        iap_result::Ok
+    }
+}
+
+/// Reads a C request and decides it.
+///
+/// # Safety
+/// The request's views must be readable for this call (the caller lends them).
+unsafe fn decide(engine: &EngineBox, request: iap_request<'_>) -> Result<Decision, iap_result> {
+    let text = |s: iap_str<'_>| -> Option<&str> {
+        // SAFETY: the caller lends each view's bytes for this call.
+        unsafe { bytes(s.data, s.len) }.and_then(|b| std::str::from_utf8(b).ok())
+    };
+    let (Some(method), Some(host), Some(path)) =
+        (text(request.method), text(request.host), text(request.path))
+    else {
+        return Err(iap_result::InvalidParameter);
+    };
+    // SAFETY: the caller lends the token's bytes for this call.
+    let Some(token) = (unsafe { bytes(request.token.data, request.token.len) }) else {
+        return Err(iap_result::NullParameter);
+    };
+    let token = (!token.is_empty()).then_some(token);
+    let req = match token {
+        Some(t) if request.session => Request::from_session(method, host, path, t),
+        _ => Request::new(method, host, path, token),
+    };
+    Ok(engine.engine.decide(&req))
 }
 
 /// Writes the assertion public keys (a JWKS JSON document) to `*out`, borrowed from the engine

@@ -35,10 +35,13 @@ pub use cosmos::{
     iap_cosmos_decision_view, iap_cosmos_gateway, iap_cosmos_gateway_free, iap_cosmos_gateway_new,
     iap_cosmos_request, iap_cosmos_rewrite_account,
 };
-pub use decision::{iap_decision, iap_decision_free, iap_decision_get, iap_decision_view};
+pub use decision::{
+    iap_decision, iap_decision_free, iap_decision_get, iap_decision_record, iap_decision_view,
+};
 pub use engine::{
-    iap_engine, iap_engine_decide, iap_engine_free, iap_engine_new, iap_engine_public_jwks,
-    iap_engine_stats, iap_engine_stats_get, iap_generate_signing_key, iap_request,
+    iap_engine, iap_engine_decide, iap_engine_decide_into, iap_engine_free, iap_engine_new,
+    iap_engine_public_jwks, iap_engine_stats, iap_engine_stats_get, iap_generate_signing_key,
+    iap_request,
 };
 pub use error::iap_result;
 pub use postgres::{

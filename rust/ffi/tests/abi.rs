@@ -1,5 +1,5 @@
 //! The C ABI exercised as C would call it: ownership, NULL handling, error reporting, and a
-//! request decided end to end through `iap_engine_decide`.
+//! request decided end to end through `iap_engine_decide` and `iap_engine_decide_into`.
 
 #[path = "../../core/tests/common/mod.rs"]
 mod common;
@@ -115,6 +115,159 @@ fn allow_and_deny_through_the_abi() {
     iap_engine_free(engine);
     assert_eq!(view.strip_headers_len, 4);
     iap_decision_free(d);
+}
+
+/// Reads a record's buffer back into its strings, by the layout `iap_decision_record` documents.
+fn record_strings(buf: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_at(4);
+        let len = u32::from_ne_bytes(len.try_into().unwrap()) as usize;
+        out.push(String::from_utf8(tail[..len].to_vec()).unwrap());
+        rest = &tail[len..];
+    }
+    out
+}
+
+fn decide_into(
+    engine: *const iap_engine,
+    token: &str,
+    buf: &mut [u8],
+) -> (iap_decision_record, *mut iap_decision) {
+    let req = iap_request {
+        method: iap_str::new(b"GET"),
+        host: iap_str::new(b"api.example.com"),
+        path: iap_str::new(b"/items/1"),
+        token: iap_str::new(token.as_bytes()),
+        session: false,
+    };
+    let mut record = iap_decision_record::default();
+    let mut boxed = ptr::null_mut();
+    let data = if buf.is_empty() {
+        ptr::null_mut()
+    } else {
+        buf.as_mut_ptr()
+    };
+    assert_eq!(
+        iap_engine_decide_into(engine, req, data, buf.len(), &mut record, &mut boxed),
+        iap_result::Ok
+    );
+    (record, boxed)
+}
+
+#[test]
+fn decide_into_copies_the_decision_or_hands_it_over_boxed() {
+    let engine = new_engine(&config()).unwrap();
+    let signer = Signer::new(KeyKind::Es256);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = signer.sign(
+        &signer.header("k"),
+        &json!({"iss": ISS, "sub": "alice", "aud": "api", "iat": now, "exp": now + 300,
+                "jti": "j1", "groups": ["readers"]}),
+    );
+
+    let mut buf = [0u8; 1024];
+    let (record, boxed) = decide_into(engine, &token, &mut buf);
+    assert!(boxed.is_null(), "it fit: nothing to free");
+    assert_eq!(
+        (
+            record.allowed,
+            record.status,
+            record.reason_code,
+            record.expires_at
+        ),
+        (true, 200, 0, now + 300)
+    );
+    assert_eq!((record.roles_len, record.set_headers_len), (1, 2));
+    let strings = record_strings(&buf[..record.len]);
+    let fixed = [
+        "allowed", "allowed", "", "alice", "", "", ISS, "k", "ES256", "j1",
+    ];
+    assert_eq!(strings[..10], fixed);
+    assert_eq!(
+        strings[10..],
+        ["reader", "X-IAP-User", "alice", "X-IAP-Roles", "reader"]
+    );
+    assert!(
+        buf[record.len..].iter().all(|&b| b == 0),
+        "nothing past len"
+    );
+
+    // The same decision through the view, for the fields both carry.
+    let (view, d) = decide(engine, "GET", "/items/1", &token);
+    assert_eq!(
+        (
+            text(view.subject),
+            text(view.issuer),
+            text(view.jti),
+            view.expires_at
+        ),
+        ("alice".into(), ISS.into(), "j1".into(), record.expires_at)
+    );
+    iap_decision_free(d);
+
+    // Too small, or no buffer at all: the size needed, nothing written, the decision boxed.
+    for size in [0, 8, record.len - 1] {
+        let mut small = vec![0u8; size];
+        let (short, boxed) = decide_into(engine, &token, &mut small);
+        assert_eq!(short.len, record.len);
+        assert!(small.iter().all(|&b| b == 0));
+        assert!(!boxed.is_null());
+        let mut view = MaybeUninit::<iap_decision_view<'static>>::uninit();
+        iap_decision_get(boxed, view.as_mut_ptr());
+        // SAFETY: iap_decision_get wrote the whole view for a non-NULL decision.
+        let view = unsafe { view.assume_init() };
+        assert_eq!((view.allowed, text(view.subject)), (true, "alice".into()));
+        iap_decision_free(boxed);
+    }
+
+    // A denial fits in a few bytes: its reason, a challenge, no identity.
+    let (record, boxed) = decide_into(engine, "", &mut buf);
+    assert!(boxed.is_null());
+    assert_eq!(
+        (record.allowed, record.status, record.set_headers_len),
+        (false, 401, 0)
+    );
+    let strings = record_strings(&buf[..record.len]);
+    assert_eq!(strings[0], "missing_token");
+    assert_eq!(strings[2], r#"Bearer realm="caddy-iap""#);
+
+    let req = iap_request {
+        method: iap_str::new(b"GET"),
+        host: iap_str::new(b"h"),
+        path: iap_str::new(b"/"),
+        token: iap_str::new(b""),
+        session: false,
+    };
+    let (mut record, mut boxed) = (iap_decision_record::default(), ptr::null_mut());
+    let null_cases: [(*const iap_engine, *mut u8, usize, bool, bool); 4] = [
+        (ptr::null(), buf.as_mut_ptr(), buf.len(), true, true),
+        (engine, ptr::null_mut(), 16, true, true),
+        (engine, buf.as_mut_ptr(), buf.len(), false, true),
+        (engine, buf.as_mut_ptr(), buf.len(), true, false),
+    ];
+    for (e, data, len, with_record, with_boxed) in null_cases {
+        let rec: *mut iap_decision_record = if with_record {
+            &mut record
+        } else {
+            ptr::null_mut()
+        };
+        let out: *mut *mut iap_decision = if with_boxed {
+            &mut boxed
+        } else {
+            ptr::null_mut()
+        };
+        assert_eq!(
+            iap_engine_decide_into(e, req, data, len, rec, out),
+            iap_result::NullParameter
+        );
+    }
+    assert!(boxed.is_null());
+    iap_engine_free(engine);
 }
 
 #[test]
