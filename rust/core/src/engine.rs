@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use aws_lc_rs::digest::{Context, SHA256};
@@ -16,6 +16,7 @@ use crate::cache::{Entry, TokenCache};
 use crate::claims::{self, ClaimsPolicy};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, HeaderNames, IssuerConfig, KeySource};
+use crate::counter::StripedCounter;
 use crate::error::{ConfigError, Denial, Error, ReasonCode, TokenError, truncate_for_log};
 use crate::fetch::{HttpFetcher, KeyFetcher};
 use crate::json::{Json, JsonObject};
@@ -209,8 +210,8 @@ pub struct Engine {
     max_token_bytes: usize,
     clock: Arc<dyn Clock>,
     fetch_stats: Arc<FetchStats>,
-    cache_hits: AtomicU64,
-    cache_misses: AtomicU64,
+    cache_hits: StripedCounter,
+    cache_misses: StripedCounter,
 }
 
 impl Engine {
@@ -307,8 +308,8 @@ impl Engine {
             max_token_bytes: config.max_token_bytes,
             clock,
             fetch_stats,
-            cache_hits: AtomicU64::new(0),
-            cache_misses: AtomicU64::new(0),
+            cache_hits: StripedCounter::default(),
+            cache_misses: StripedCounter::default(),
         };
         for issuer in &engine.issuers {
             issuer.keys.start();
@@ -409,8 +410,8 @@ impl Engine {
     /// Counters for metrics.
     pub fn stats(&self) -> EngineStats {
         EngineStats {
-            cache_hits: self.cache_hits.load(Ordering::Relaxed),
-            cache_misses: self.cache_misses.load(Ordering::Relaxed),
+            cache_hits: self.cache_hits.get(),
+            cache_misses: self.cache_misses.get(),
             key_fetch_ok: self.fetch_stats.ok.load(Ordering::Relaxed),
             key_fetch_error: self.fetch_stats.error.load(Ordering::Relaxed),
             key_fetch_skipped: self.fetch_stats.kid_miss_refused.load(Ordering::Relaxed),
@@ -473,10 +474,10 @@ impl Engine {
             .cache
             .get(&key, now, |i| self.issuers[i].keys.current_epoch())
         {
-            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+            self.cache_hits.incr();
             return Ok((entry.identity, true));
         }
-        self.cache_misses.fetch_add(1, Ordering::Relaxed);
+        self.cache_misses.incr();
         let (identity, issuer, epoch) = self.verify(token, source, now)?;
         let identity = Arc::new(identity);
         let valid_until = identity.expires_at;

@@ -17,6 +17,7 @@ mod cache;
 mod claims;
 mod clock;
 mod config;
+mod counter;
 mod engine;
 mod error;
 mod fetch;
