@@ -34,14 +34,13 @@ type CosmosGateway struct {
 // rust/cosmos/src/config.rs) on top of engine. It reads the secret the policy names and makes
 // no network call.
 func NewCosmosGateway(engine *Engine, policyJSON []byte) (*CosmosGateway, error) {
-	engine.mu.RLock()
-	defer engine.mu.RUnlock()
-	if engine.p == nil {
+	ep := engine.handle()
+	if ep == nil {
 		return nil, ErrClosed
 	}
 	var p *C.iap_cosmos_gateway
 	err := callNew("iap_cosmos_gateway_new", func(buf *C.uint8_t, n C.size_t, written *C.size_t) C.iap_result {
-		return C.iap_cosmos_gateway_new(engine.ptr(), (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(policyJSON))), C.size_t(len(policyJSON)),
+		return C.iap_cosmos_gateway_new(ep, (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(policyJSON))), C.size_t(len(policyJSON)),
 			buf, n, written, &p)
 	})
 	runtime.KeepAlive(engine)

@@ -40,7 +40,7 @@ import (
 	"net/textproto"
 	"runtime"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -49,18 +49,18 @@ const errBufLen = 4096
 
 // Engine is one Rust engine, built from one config. It is safe for concurrent use.
 //
-// Close frees it once calls in flight have returned: Decide, PublicJWKS and Stats hold the
-// read lock for the duration of their C call, Close takes the write lock. Without Close, a
-// cleanup attached with runtime.AddCleanup frees the engine once the Engine is unreachable;
-// the Caddy handler relies on that, since requests may still reach a retired config.
+// Calls take no lock (a read lock is a write to a line every core shares, on every request):
+// each loads the C handle once and keeps the Engine reachable until its C call returns, and
+// only the cleanup attached with runtime.AddCleanup frees the handle, once the Engine is
+// unreachable, so no call in flight can see it freed. Close makes later calls return
+// ErrClosed. The Caddy handler never calls it, since requests may still reach a retired config.
 type Engine struct {
-	mu    sync.RWMutex
-	p     *C.iap_engine // nil once closed
-	jwks  []byte        // copy of the public JWKS, read once at creation
-	owned []string      // the engine's fixed strip list, read once at creation
+	p      *C.iap_engine // set at creation, freed only by the cleanup
+	closed atomic.Bool
+	jwks   []byte   // copy of the public JWKS, read once at creation
+	owned  []string // the engine's fixed strip list, read once at creation
 	// canonical holds owned's names in Go's canonical header form, index for index.
 	canonical []string
-	cleanup   runtime.Cleanup
 }
 
 // recordBufSize is the stack buffer Decide hands the engine. It fits a decision with an
@@ -85,7 +85,7 @@ func NewEngine(configJSON []byte) (*Engine, error) {
 	}
 
 	e := &Engine{p: p}
-	e.cleanup = runtime.AddCleanup(e, func(p *C.iap_engine) { C.iap_engine_free(p) }, p)
+	runtime.AddCleanup(e, func(p *C.iap_engine) { C.iap_engine_free(p) }, p)
 
 	var out C.iap_str
 	res := C.iap_engine_public_jwks(e.ptr(), &out)
@@ -105,49 +105,49 @@ func NewEngine(configJSON []byte) (*Engine, error) {
 	return e, nil
 }
 
-// ptr returns the C handle. Callers hold e.mu (read or write).
-func (e *Engine) ptr() *C.iap_engine {
-	if e.p == nil {
-		panic("engine has been closed already")
+// handle returns the C handle, nil once closed. It stays valid while the caller holds e.
+func (e *Engine) handle() *C.iap_engine {
+	if e.closed.Load() {
+		return nil
 	}
 	maybeGC()
 	return e.p
 }
 
-// Close frees the engine after calls in flight have returned. Later calls return ErrClosed.
-// Closing twice, or a nil engine, is fine.
+// ptr returns the C handle of an engine known to be open.
+func (e *Engine) ptr() *C.iap_engine {
+	p := e.handle()
+	if p == nil {
+		panic("engine has been closed already")
+	}
+	return p
+}
+
+// Close makes later calls return ErrClosed; calls in flight finish, and the cleanup frees the
+// engine once the Engine is unreachable. Closing twice, or a nil engine, is fine.
 func (e *Engine) Close() {
-	if e == nil {
-		return
+	if e != nil {
+		e.closed.Store(true)
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.p == nil {
-		return
-	}
-	e.cleanup.Stop()
-	C.iap_engine_free(e.p)
-	e.p = nil
-	e.jwks = nil
 }
 
 // PublicJWKS returns the JWKS document publishing the assertion signing keys (nil when the
-// config has no assertion). The caller must not modify it.
+// config has no assertion, or once closed). The caller must not modify it.
 func (e *Engine) PublicJWKS() []byte {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
+	if e.closed.Load() {
+		return nil
+	}
 	return e.jwks
 }
 
 // Stats returns the engine's counters; false once the engine is closed.
 func (e *Engine) Stats() (Stats, bool) {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	if e.p == nil {
+	p := e.handle()
+	if p == nil {
 		return Stats{}, false
 	}
 	var out C.iap_engine_stats
-	C.iap_engine_stats_get(e.ptr(), &out)
+	C.iap_engine_stats_get(p, &out)
 	runtime.KeepAlive(e)
 	return Stats{
 		CacheHits:       uint64(out.cache_hits),
@@ -170,9 +170,8 @@ func (e *Engine) Decide(req Request) (Decision, error) {
 // decide is Decide with the buffer the engine copies the decision into; a decision too large
 // for it comes back boxed, and is read through its view and freed.
 func (e *Engine) decide(req Request, buf []byte) (Decision, error) {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	if e.p == nil {
+	p := e.handle()
+	if p == nil {
 		return Decision{}, ErrClosed
 	}
 
@@ -186,7 +185,7 @@ func (e *Engine) decide(req Request, buf []byte) (Decision, error) {
 	}
 	var rec C.iap_decision_record
 	var boxed *C.iap_decision
-	res := C.iap_engine_decide_into(e.ptr(), creq, (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(buf))),
+	res := C.iap_engine_decide_into(p, creq, (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(buf))),
 		C.size_t(len(buf)), &rec, &boxed)
 	runtime.KeepAlive(e)
 	if Result(res) != ResultOK {

@@ -28,14 +28,13 @@ type PgGateway struct {
 // rust/postgres/src/config.rs) on top of engine. It does not connect to the database: a
 // database that is down does not fail a config load.
 func NewPgGateway(engine *Engine, policyJSON []byte) (*PgGateway, error) {
-	engine.mu.RLock()
-	defer engine.mu.RUnlock()
-	if engine.p == nil {
+	ep := engine.handle()
+	if ep == nil {
 		return nil, ErrClosed
 	}
 	var p *C.iap_pg_gateway
 	err := callNew("iap_pg_gateway_new", func(buf *C.uint8_t, n C.size_t, written *C.size_t) C.iap_result {
-		return C.iap_pg_gateway_new(engine.ptr(), (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(policyJSON))), C.size_t(len(policyJSON)),
+		return C.iap_pg_gateway_new(ep, (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(policyJSON))), C.size_t(len(policyJSON)),
 			buf, n, written, &p)
 	})
 	runtime.KeepAlive(engine)

@@ -26,14 +26,13 @@ type SignIn struct {
 // NewSignIn builds a sign-in from its JSON config (rust/browser/src/signin.rs SignInConfig,
 // with the client secret and cookie keys resolved) on top of engine. No network I/O.
 func NewSignIn(engine *Engine, configJSON []byte) (*SignIn, error) {
-	engine.mu.RLock()
-	defer engine.mu.RUnlock()
-	if engine.p == nil {
+	ep := engine.handle()
+	if ep == nil {
 		return nil, ErrClosed
 	}
 	var p *C.iap_signin
 	err := callNew("iap_signin_new", func(buf *C.uint8_t, n C.size_t, written *C.size_t) C.iap_result {
-		return C.iap_signin_new(engine.ptr(), (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(configJSON))), C.size_t(len(configJSON)),
+		return C.iap_signin_new(ep, (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(configJSON))), C.size_t(len(configJSON)),
 			buf, n, written, &p)
 	})
 	runtime.KeepAlive(engine)
