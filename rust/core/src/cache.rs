@@ -4,8 +4,14 @@
 //! never share an entry and a lossy key can't map a forged token onto a good one. Only
 //! successes are cached; an entry never outlives the token's `exp`, and it is ignored once a key
 //! of its issuer has disappeared (the issuer's key-set epoch moved on).
+//!
+//! In front of the shared map each thread keeps its own copies of the few entries it hits
+//! again and again (see [`Recent`]), so a token hot on several cores costs no cache-line
+//! traffic between them.
 
+use std::cell::RefCell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_lc_rs::digest::{Context, SHA256};
 use quick_cache::sync::Cache;
@@ -27,12 +33,25 @@ pub(crate) struct Entry {
     pub(crate) verified_at: u64,
 }
 
+impl Entry {
+    /// Whether the entry still answers at `now`, given its issuer's current key-set epoch.
+    fn valid(&self, now: u64, epoch_of: &impl Fn(usize) -> u64) -> bool {
+        now <= self.valid_until && now >= self.verified_at && epoch_of(self.issuer) == self.epoch
+    }
+}
+
 /// Bounded cache of verified tokens.
 #[derive(Debug)]
 pub(crate) struct TokenCache {
     entries: Option<Cache<[u8; 32], Entry>>,
     policy: [u8; 32],
+    /// Tells this cache's entries apart from another's in the threads' [`Recent`] copies: two
+    /// engines with the same policy have the same keys, but not the same key-set epochs.
+    id: u64,
 }
+
+/// Source of [`TokenCache::id`]s.
+static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
 
 impl TokenCache {
     /// A cache holding at most `max_entries` (0 disables it), salted with the policy fingerprint.
@@ -40,6 +59,7 @@ impl TokenCache {
         Self {
             entries: (max_entries > 0).then(|| Cache::new(max_entries)),
             policy,
+            id: NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -64,14 +84,18 @@ impl TokenCache {
         epoch_of: impl Fn(usize) -> u64,
     ) -> Option<Entry> {
         let entries = self.entries.as_ref()?;
+        if let Some(entry) = RECENT.with_borrow_mut(|r| r.get(self.id, key)) {
+            if entry.valid(now, &epoch_of) {
+                return Some(entry);
+            }
+            RECENT.with_borrow_mut(|r| r.forget(self.id, key));
+        }
         let entry = entries.get(key)?;
-        if now > entry.valid_until
-            || now < entry.verified_at
-            || epoch_of(entry.issuer) != entry.epoch
-        {
+        if !entry.valid(now, &epoch_of) {
             entries.remove(key);
             return None;
         }
+        RECENT.with_borrow_mut(|r| r.hit(self.id, key, &entry));
         Some(entry)
     }
 
@@ -85,5 +109,164 @@ impl TokenCache {
     /// Number of entries (for tests and stats).
     pub(crate) fn len(&self) -> usize {
         self.entries.as_ref().map_or(0, |c| c.len())
+    }
+}
+
+/// Entries a thread holds a copy of.
+const RECENT_COPIES: usize = 4;
+/// Keys a thread remembers hitting once, to copy on the second hit.
+const RECENT_KEYS: usize = 8;
+
+thread_local! {
+    static RECENT: RefCell<Recent> = const { RefCell::new(Recent::new()) };
+}
+
+/// One thread's recent hits in the shared map. A hit there takes the shard's read lock and
+/// clones the identity's `Arc`: two writes to lines every core shares, so with one token hot on
+/// several cores each request waits for the others. A key this thread hits a second time gets
+/// its own copy of the entry, with an identity (and `Arc` count) no other thread touches; later
+/// hits read only that.
+///
+/// A copy answers exactly as the shared entry would: the same key, the same entry, the same
+/// validity check on every use ([`Entry::valid`]), and it is dropped once invalid. Copies are
+/// per cache ([`TokenCache::id`]); a retired engine's copies are freed when newer entries
+/// push them out or the thread ends.
+struct Recent {
+    copies: [Option<(u64, [u8; 32], Entry)>; RECENT_COPIES],
+    next_copy: usize,
+    keys: [(u64, [u8; 32]); RECENT_KEYS],
+    next_key: usize,
+}
+
+impl Recent {
+    const fn new() -> Self {
+        Self {
+            copies: [const { None }; RECENT_COPIES],
+            next_copy: 0,
+            keys: [(0, [0; 32]); RECENT_KEYS],
+            next_key: 0,
+        }
+    }
+
+    /// This thread's copy of the entry for (`cache`, `key`).
+    fn get(&self, cache: u64, key: &[u8; 32]) -> Option<Entry> {
+        self.copies
+            .iter()
+            .flatten()
+            .find(|(c, k, _)| *c == cache && k == key)
+            .map(|(_, _, entry)| entry.clone())
+    }
+
+    fn forget(&mut self, cache: u64, key: &[u8; 32]) {
+        for slot in &mut self.copies {
+            if slot
+                .as_ref()
+                .is_some_and(|(c, k, _)| *c == cache && k == key)
+            {
+                *slot = None;
+            }
+        }
+    }
+
+    /// Notes a hit in the shared map: the second one for a key makes this thread's copy.
+    fn hit(&mut self, cache: u64, key: &[u8; 32], entry: &Entry) {
+        let Some(seen) = self.keys.iter_mut().find(|(c, k)| *c == cache && k == key) else {
+            self.keys[self.next_key] = (cache, *key);
+            self.next_key = (self.next_key + 1) % RECENT_KEYS;
+            return;
+        };
+        *seen = (0, [0; 32]); // cache ids start at 1: this slot now matches nothing
+        let own = Entry {
+            identity: Arc::new(Identity::clone(&entry.identity)),
+            ..entry.clone()
+        };
+        self.copies[self.next_copy] = Some((cache, *key, own));
+        self.next_copy = (self.next_copy + 1) % RECENT_COPIES;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Identity;
+
+    fn entry(identity: &Arc<Identity>, valid_until: u64) -> Entry {
+        Entry {
+            identity: identity.clone(),
+            issuer: 0,
+            epoch: 7,
+            valid_until,
+            verified_at: 100,
+        }
+    }
+
+    const EPOCH_7: fn(usize) -> u64 = |_| 7;
+
+    #[test]
+    fn a_key_hit_twice_is_answered_from_the_threads_own_copy() {
+        let cache = TokenCache::new(16, [1; 32]);
+        let shared = Arc::new(Identity::for_tests("alice"));
+        let key = cache.key(b"token", TokenSource::Bearer);
+        cache.insert(key, entry(&shared, 200));
+        let first = cache.get(&key, 150, EPOCH_7).unwrap();
+        let second = cache.get(&key, 150, EPOCH_7).unwrap();
+        assert!(Arc::ptr_eq(&first.identity, &shared) && Arc::ptr_eq(&second.identity, &shared));
+        let third = cache.get(&key, 150, EPOCH_7).unwrap();
+        assert!(
+            !Arc::ptr_eq(&third.identity, &shared),
+            "not the thread's copy"
+        );
+        assert_eq!(third.identity.subject, shared.subject);
+        assert_eq!((third.valid_until, third.epoch), (200, 7));
+
+        // Another thread starts from the shared map.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let there = cache.get(&key, 150, EPOCH_7).unwrap();
+                assert!(Arc::ptr_eq(&there.identity, &shared));
+            });
+        });
+    }
+
+    #[test]
+    fn a_copy_is_checked_like_the_shared_entry() {
+        let cache = TokenCache::new(16, [2; 32]);
+        let shared = Arc::new(Identity::for_tests("bob"));
+        let key = cache.key(b"token", TokenSource::Bearer);
+        cache.insert(key, entry(&shared, 200));
+        for _ in 0..3 {
+            cache.get(&key, 150, EPOCH_7).unwrap();
+        }
+        // Expired, the clock stepped back before verification, a key of the issuer gone: each
+        // refused, copy or not.
+        assert!(cache.get(&key, 201, EPOCH_7).is_none());
+        cache.insert(key, entry(&shared, 200));
+        for _ in 0..3 {
+            cache.get(&key, 150, EPOCH_7).unwrap();
+        }
+        assert!(cache.get(&key, 99, EPOCH_7).is_none());
+        cache.insert(key, entry(&shared, 200));
+        for _ in 0..3 {
+            cache.get(&key, 150, EPOCH_7).unwrap();
+        }
+        assert!(cache.get(&key, 150, |_| 8).is_none());
+        assert!(
+            cache.get(&key, 150, EPOCH_7).is_none(),
+            "refused once, gone"
+        );
+    }
+
+    #[test]
+    fn copies_belong_to_their_cache() {
+        let a = TokenCache::new(16, [3; 32]);
+        let b = TokenCache::new(16, [3; 32]); // same policy, so the same keys
+        let shared = Arc::new(Identity::for_tests("carol"));
+        let key = a.key(b"token", TokenSource::Bearer);
+        assert_eq!(key, b.key(b"token", TokenSource::Bearer));
+        a.insert(key, entry(&shared, 200));
+        for _ in 0..3 {
+            a.get(&key, 150, EPOCH_7).unwrap();
+        }
+        assert!(b.get(&key, 150, EPOCH_7).is_none());
     }
 }

@@ -118,6 +118,26 @@ impl Identity {
     pub fn claims_summary(&self) -> &str {
         &self.claims_summary
     }
+
+    /// A bare identity for unit tests of the parts that only carry one.
+    #[cfg(test)]
+    pub(crate) fn for_tests(subject: &str) -> Self {
+        Self {
+            issuer: "https://idp.test".into(),
+            subject: subject.into(),
+            email: None,
+            name: None,
+            roles: Vec::new(),
+            expires_at: 0,
+            kid: None,
+            alg: Alg::ES256,
+            jti: None,
+            role_set: RoleSet::default(),
+            fingerprint: [0; 32],
+            headers: vec![("X-IAP-User".into(), subject.into())],
+            claims_summary: String::new(),
+        }
+    }
 }
 
 /// The outcome of [`Engine::decide`].
