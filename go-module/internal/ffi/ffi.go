@@ -205,6 +205,7 @@ func (e *Engine) decide(req Request, buf []byte) (Decision, error) {
 // which nothing writes again. A record that does not parse (an engine bug) is a refusal.
 func (e *Engine) decisionOfRecord(rec *C.iap_decision_record, buf []byte) Decision {
 	r := recordReader{rest: buf}
+	// Fields in the record's order: Go makes the calls left to right.
 	reasonName, reasonText := r.next(), r.next()
 	d := Decision{
 		Allowed:         bool(rec.allowed),
@@ -226,13 +227,14 @@ func (e *Engine) decisionOfRecord(rec *C.iap_decision_record, buf []byte) Decisi
 	if int(rec.reason_code) >= len(reasonNames) {
 		d.ReasonName = reasonName
 	}
-	if n := int(rec.roles_len); n > 0 {
+	// Each string takes at least its 4-byte length: counts beyond that are not believed.
+	if n := int(rec.roles_len); n > 0 && r.room(n) {
 		d.Roles = make([]string, n)
 		for i := range d.Roles {
 			d.Roles[i] = r.next()
 		}
 	}
-	if n := int(rec.set_headers_len); n > 0 {
+	if n := int(rec.set_headers_len); n > 0 && r.room(2*n) {
 		d.SetHeaders = make([]Header, n)
 		for i := range d.SetHeaders {
 			d.SetHeaders[i] = Header{Name: e.ownedName(r.next()), Value: r.next()}
@@ -250,6 +252,14 @@ func (e *Engine) decisionOfRecord(rec *C.iap_decision_record, buf []byte) Decisi
 type recordReader struct {
 	rest []byte
 	bad  bool
+}
+
+// room reports whether n more strings could fit in what is left, marking the record bad if not.
+func (r *recordReader) room(n int) bool {
+	if n > len(r.rest)/4 {
+		r.bad = true
+	}
+	return !r.bad
 }
 
 func (r *recordReader) next() string {

@@ -414,4 +414,12 @@ func TestRecordReaderStopsAtTheEnd(t *testing.T) {
 			t.Errorf("%v read as good", buf)
 		}
 	}
+	// A count of strings that cannot fit is refused before anything is sized by it.
+	r = recordReader{rest: good}
+	if r.room(3) || !r.bad {
+		t.Error("3 strings fit in 10 bytes")
+	}
+	if r = (recordReader{rest: good}); !r.room(2) {
+		t.Error("2 strings do not fit in 10 bytes")
+	}
 }
