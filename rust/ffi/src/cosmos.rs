@@ -11,7 +11,7 @@ use crate::ffi::{
     arc_free, arc_ref, box_free, box_into_ptr_with_view, box_ref, bytes, bytes_mut, write_out,
 };
 use crate::gateway::new_gateway;
-use crate::slice::iap_str;
+use crate::slice::{array_ptr, iap_str};
 
 /// A Cosmos DB gateway. Opaque; shared (reference-counted) by all callers.
 pub struct iap_cosmos_gateway {
@@ -159,7 +159,7 @@ impl DecisionBox {
             subject: iap_str::from_opt(identity.map(|i| &*i.subject)),
             email: iap_str::from_opt(identity.and_then(|i| i.email.as_deref())),
             issuer: iap_str::from_opt(identity.map(|i| &*i.issuer)),
-            roles: self.roles.as_ptr(),
+            roles: array_ptr(&self.roles),
             roles_len: self.roles.len(),
         };
         match &self.result {

@@ -6,7 +6,7 @@ use caddy_iap_core::Decision;
 
 use crate::engine::EngineBox;
 use crate::ffi::{box_free, box_ref, write_out};
-use crate::slice::{iap_header, iap_str};
+use crate::slice::{array_ptr, iap_header, iap_str};
 
 /// One decision. Opaque; read it with [`iap_decision_get`], free it with [`iap_decision_free`].
 pub struct iap_decision {
@@ -118,11 +118,11 @@ impl DecisionBox {
             email,
             name,
             issuer,
-            roles: self.roles.as_ptr(),
+            roles: array_ptr(&self.roles),
             roles_len: self.roles.len(),
-            set_headers: self.set_headers.as_ptr(),
+            set_headers: array_ptr(&self.set_headers),
             set_headers_len: self.set_headers.len(),
-            strip_headers: strip.as_ptr(),
+            strip_headers: array_ptr(strip),
             strip_headers_len: strip.len(),
             kid,
             alg,

@@ -12,7 +12,7 @@ use crate::engine::{EngineBox, iap_engine};
 use crate::error::iap_result;
 use crate::ffi::{arc_free, arc_ref, box_free, box_into_ptr, box_ref, bytes, write_out};
 use crate::gateway::new_gateway;
-use crate::slice::iap_str;
+use crate::slice::{array_ptr, iap_str};
 
 /// A PostgreSQL gateway. Opaque; shared (reference-counted) by all callers.
 pub struct iap_pg_gateway {
@@ -225,12 +225,12 @@ pub extern "C" fn iap_pg_login_get(
             outcome: iap_str::EMPTY,
             expires_at: 0,
             session_deadline: 0,
-            granted: b.granted.as_ptr(),
+            granted: array_ptr(&b.granted),
             granted_len: b.granted.len(),
             subject: iap_str::from_opt(identity.map(|i| &*i.subject)),
             email: iap_str::from_opt(identity.and_then(|i| i.email.as_deref())),
             issuer: iap_str::from_opt(identity.map(|i| &*i.issuer)),
-            roles: b.roles.as_ptr(),
+            roles: array_ptr(&b.roles),
             roles_len: b.roles.len(),
         };
         match &b.result {
@@ -348,9 +348,9 @@ pub extern "C" fn iap_pg_sweep_get(
             return;
         };
         let view = iap_pg_sweep_view {
-            deactivated: b.deactivated.as_ptr(),
+            deactivated: array_ptr(&b.deactivated),
             deactivated_len: b.deactivated.len(),
-            dropped: b.dropped.as_ptr(),
+            dropped: array_ptr(&b.dropped),
             dropped_len: b.dropped.len(),
             terminated: b.report.terminated,
             skipped_locked: b.report.skipped_locked,

@@ -11,7 +11,7 @@ use crate::engine::iap_engine;
 use crate::error::iap_result;
 use crate::ffi::{arc_free, arc_ref, box_free, box_into_ptr, box_ref, bytes, write_out};
 use crate::gateway::new_gateway;
-use crate::slice::iap_str;
+use crate::slice::{array_ptr, iap_str};
 
 /// A site's browser sign-in. Opaque; shared (reference-counted) by all callers.
 pub struct iap_signin {
@@ -311,7 +311,7 @@ pub extern "C" fn iap_signin_outcome_get(
             reason: iap_str::from_str(&b.reason),
             id_token: iap_str::from_str(&b.id_token),
             expires_at: b.expires_at,
-            set_cookies: b.set_cookie_views.as_ptr(),
+            set_cookies: array_ptr(&b.set_cookie_views),
             set_cookies_len: b.set_cookie_views.len(),
         };
         // SAFETY: `view_out` is NULL or a writable view.

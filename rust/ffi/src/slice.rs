@@ -3,7 +3,8 @@
 use std::marker::PhantomData;
 
 /// A borrowed run of bytes (UTF-8 for text), not NUL-terminated. Who lends it says how long it
-/// lives. `data` may be NULL when `len` is 0.
+/// lives. The library's views have `data` NULL when `len` is 0 (arrays too); a caller's may have
+/// either.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct iap_str<'a> {
@@ -42,6 +43,9 @@ impl<'a> iap_str<'a> {
 
     /// A view of `s`, valid as long as `s`.
     pub(crate) fn from_str(s: &'a str) -> Self {
+        if s.is_empty() {
+            return Self::EMPTY;
+        }
         Self {
             data: s.as_ptr(),
             len: s.len(),
@@ -53,6 +57,9 @@ impl<'a> iap_str<'a> {
     /// data they point into, in a struct that keeps that data alive and unmoved (the string
     /// bytes of an `Arc<str>` never move).
     pub(crate) fn detached(s: &str) -> iap_str<'static> {
+        if s.is_empty() {
+            return iap_str::EMPTY;
+        }
         iap_str {
             data: s.as_ptr(),
             len: s.len(),
@@ -74,4 +81,15 @@ pub struct iap_header<'a> {
     pub name: iap_str<'a>,
     /// Header value.
     pub value: iap_str<'a>,
+}
+
+/// The pointer to lend for an array: NULL when it is empty. Rust's pointer for an empty slice
+/// is a small non-zero address (its alignment), and Go, which types the field as a pointer,
+/// stops the program if it finds such a value on a goroutine stack it is moving.
+pub(crate) fn array_ptr<T>(items: &[T]) -> *const T {
+    if items.is_empty() {
+        std::ptr::null()
+    } else {
+        items.as_ptr()
+    }
 }

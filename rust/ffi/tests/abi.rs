@@ -78,6 +78,7 @@ fn allow_and_deny_through_the_abi() {
     assert_eq!(view.status, 200);
     assert_eq!(text(view.subject), "alice");
     assert_eq!(text(view.alg), "ES256");
+    assert!(view.www_authenticate.data.is_null() && view.email.data.is_null());
     // SAFETY: the arrays are valid until iap_decision_free below.
     let roles = unsafe { std::slice::from_raw_parts(view.roles, view.roles_len) };
     assert_eq!(
@@ -111,6 +112,19 @@ fn allow_and_deny_through_the_abi() {
         (401, "missing_token".into())
     );
     assert_eq!(text(view.www_authenticate), r#"Bearer realm="caddy-iap""#);
+    // Empty views lend NULL, not Rust's dangling non-zero address for an empty slice: Go types
+    // these fields as pointers and stops on a small non-zero one found on a stack it moves.
+    for empty in [
+        view.subject,
+        view.email,
+        view.name,
+        view.issuer,
+        view.kid,
+        view.jti,
+    ] {
+        assert!(empty.len == 0 && empty.data.is_null(), "{empty:?}");
+    }
+    assert!(view.roles.is_null() && view.set_headers.is_null());
     // The engine may be released before a decision: the decision keeps what it borrows alive.
     iap_engine_free(engine);
     assert_eq!(view.strip_headers_len, 4);
