@@ -319,33 +319,9 @@ func TestVersion(t *testing.T) {
 }
 
 // BenchmarkDecideCached is the cost one request pays on the Go side for a token the engine has
-// seen: the cgo call, the decision copied into Go values, and the free. Compare with the Rust
-// bench ffi/direct_rust_cached for the engine's own share.
-// Many users at once: every token is in the cache, but a thread rarely sees the same one twice
-// in a row, so each decision is a hit in the shared map.
-func BenchmarkDecideCachedMany(b *testing.B) {
-	key := testjwt.NewES256("k1")
-	e := newEngine(b, key, nil)
-	reqs := make([]Request, 256)
-	for i := range reqs {
-		reqs[i] = Request{Method: "GET", Host: "api.test", Path: "/items/1", Token: key.Sign(claims(fmt.Sprint("user", i), "readers"))}
-		if d, err := e.Decide(reqs[i]); err != nil || !d.Allowed {
-			b.Fatalf("warm-up: %v %+v", err, d)
-		}
-	}
-	var next atomic.Uint64
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		i := next.Add(97)
-		for pb.Next() {
-			i++
-			if d, err := e.Decide(reqs[i%uint64(len(reqs))]); err != nil || !d.Allowed {
-				b.Fatal("denied")
-			}
-		}
-	})
-}
-
+// seen: the cgo call and the decision copied into Go values, on every core at once (-cpu 1,2
+// shows how it scales). Compare with the Rust bench ffi/direct_rust_cached for the engine's own
+// share.
 func BenchmarkDecideCached(b *testing.B) {
 	key := testjwt.NewES256("k1")
 	e := newEngine(b, key, nil)
@@ -361,6 +337,37 @@ func BenchmarkDecideCached(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkDecideCachedRoundRobin: several users at once, every token cached, each goroutine
+// walking them in turn. With 6 a thread sees more hot tokens than it keeps copies of; with 256
+// it rarely sees one twice in a row, so each decision is a hit in the shared map.
+func BenchmarkDecideCachedRoundRobin(b *testing.B) {
+	key := testjwt.NewES256("k1")
+	e := newEngine(b, key, nil)
+	for _, n := range []int{6, 256} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			reqs := make([]Request, n)
+			for i := range reqs {
+				reqs[i] = Request{Method: "GET", Host: "api.test", Path: "/items/1",
+					Token: key.Sign(claims(fmt.Sprint("user", n, "-", i), "readers"))}
+				if d, err := e.Decide(reqs[i]); err != nil || !d.Allowed {
+					b.Fatalf("warm-up: %v %+v", err, d)
+				}
+			}
+			var next atomic.Uint64
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				i := next.Add(97)
+				for pb.Next() {
+					i++
+					if d, err := e.Decide(reqs[i%uint64(n)]); err != nil || !d.Allowed {
+						b.Fatal("denied")
+					}
+				}
+			})
+		})
+	}
 }
 
 // A decision larger than Decide's buffer comes back boxed and is read through its view. Both

@@ -84,18 +84,18 @@ impl TokenCache {
         epoch_of: impl Fn(usize) -> u64,
     ) -> Option<Entry> {
         let entries = self.entries.as_ref()?;
-        if let Some(entry) = RECENT.with_borrow_mut(|r| r.get(self.id, key)) {
+        if let Some(entry) = with_recent(|r| r.get(self.id, key)).flatten() {
             if entry.valid(now, &epoch_of) {
                 return Some(entry);
             }
-            RECENT.with_borrow_mut(|r| r.forget(self.id, key));
+            with_recent(|r| r.forget(self.id, key));
         }
         let entry = entries.get(key)?;
         if !entry.valid(now, &epoch_of) {
             entries.remove(key);
             return None;
         }
-        RECENT.with_borrow_mut(|r| r.hit(self.id, key, &entry));
+        with_recent(|r| r.hit(self.id, key, &entry));
         Some(entry)
     }
 
@@ -114,74 +114,161 @@ impl TokenCache {
 
 /// Entries a thread holds a copy of.
 const RECENT_COPIES: usize = 4;
-/// Keys a thread remembers hitting once, to copy on the second hit.
+/// Keys a thread remembers hitting in the shared map, with how often.
 const RECENT_KEYS: usize = 8;
+/// Hits in the shared map a key needs before it may be copied.
+const COPY_AFTER: u32 = 2;
+/// Every this many hits in the shared map, all counts halve, so old favourites give way.
+const AGING_PERIOD: u32 = 64;
 
 thread_local! {
     static RECENT: RefCell<Recent> = const { RefCell::new(Recent::new()) };
 }
 
+/// Runs `f` on this thread's [`Recent`]; `None` while the thread is being torn down.
+fn with_recent<R>(f: impl FnOnce(&mut Recent) -> R) -> Option<R> {
+    RECENT.try_with(|r| f(&mut r.borrow_mut())).ok()
+}
+
 /// One thread's recent hits in the shared map. A hit there takes the shard's read lock and
 /// clones the identity's `Arc`: two writes to lines every core shares, so with one token hot on
-/// several cores each request waits for the others. A key this thread hits a second time gets
-/// its own copy of the entry, with an identity (and `Arc` count) no other thread touches; later
-/// hits read only that.
+/// several cores each request waits for the others. A key this thread keeps hitting gets its
+/// own copy of the entry, whose identity `Arc` (and count) no other thread touches (the strings
+/// inside stay shared: they are only read); later hits read only that copy.
 ///
 /// A copy answers exactly as the shared entry would: the same key, the same entry, the same
 /// validity check on every use ([`Entry::valid`]), and it is dropped once invalid. Copies are
-/// per cache ([`TokenCache::id`]); a retired engine's copies are freed when newer entries
-/// push them out or the thread ends.
+/// per cache ([`TokenCache::id`]); a retired engine's copies are freed when newer ones push them
+/// out or the thread ends.
+///
+/// A key is copied only when it has been hit in the shared map more often than the least-used
+/// copy has been used: a thread cycling through more hot tokens than it has copies keeps the
+/// copies it has, instead of making one (a few allocations and shared writes) per request.
 struct Recent {
-    copies: [Option<(u64, [u8; 32], Entry)>; RECENT_COPIES],
-    next_copy: usize,
-    keys: [(u64, [u8; 32]); RECENT_KEYS],
+    copies: [Option<Copied>; RECENT_COPIES],
+    keys: [Seen; RECENT_KEYS],
     next_key: usize,
+    since_aging: u32,
+}
+
+struct Copied {
+    cache: u64,
+    key: [u8; 32],
+    entry: Entry,
+    uses: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Seen {
+    cache: u64,
+    key: [u8; 32],
+    hits: u32,
+}
+
+impl Seen {
+    /// Matches nothing: cache ids start at 1.
+    const NONE: Self = Self {
+        cache: 0,
+        key: [0; 32],
+        hits: 0,
+    };
 }
 
 impl Recent {
     const fn new() -> Self {
         Self {
             copies: [const { None }; RECENT_COPIES],
-            next_copy: 0,
-            keys: [(0, [0; 32]); RECENT_KEYS],
+            keys: [Seen::NONE; RECENT_KEYS],
             next_key: 0,
+            since_aging: 0,
         }
     }
 
     /// This thread's copy of the entry for (`cache`, `key`).
-    fn get(&self, cache: u64, key: &[u8; 32]) -> Option<Entry> {
-        self.copies
-            .iter()
+    fn get(&mut self, cache: u64, key: &[u8; 32]) -> Option<Entry> {
+        let c = self
+            .copies
+            .iter_mut()
             .flatten()
-            .find(|(c, k, _)| *c == cache && k == key)
-            .map(|(_, _, entry)| entry.clone())
+            .find(|c| c.cache == cache && c.key == *key)?;
+        c.uses = c.uses.saturating_add(1);
+        Some(c.entry.clone())
     }
 
     fn forget(&mut self, cache: u64, key: &[u8; 32]) {
         for slot in &mut self.copies {
             if slot
                 .as_ref()
-                .is_some_and(|(c, k, _)| *c == cache && k == key)
+                .is_some_and(|c| c.cache == cache && c.key == *key)
             {
                 *slot = None;
             }
         }
     }
 
-    /// Notes a hit in the shared map: the second one for a key makes this thread's copy.
+    /// Notes a hit in the shared map, and copies the entry when its key has earned a slot.
     fn hit(&mut self, cache: u64, key: &[u8; 32], entry: &Entry) {
-        let Some(seen) = self.keys.iter_mut().find(|(c, k)| *c == cache && k == key) else {
-            self.keys[self.next_key] = (cache, *key);
-            self.next_key = (self.next_key + 1) % RECENT_KEYS;
+        self.age();
+        let seen = match self
+            .keys
+            .iter()
+            .position(|s| s.cache == cache && s.key == *key)
+        {
+            Some(i) => i,
+            None => {
+                let i = self.next_key;
+                self.next_key = (i + 1) % RECENT_KEYS;
+                self.keys[i] = Seen {
+                    cache,
+                    key: *key,
+                    hits: 0,
+                };
+                i
+            }
+        };
+        let hits = self.keys[seen].hits.saturating_add(1);
+        self.keys[seen].hits = hits;
+        if hits < COPY_AFTER {
+            return;
+        }
+        let Some(slot) = self.slot_for(hits) else {
             return;
         };
-        *seen = (0, [0; 32]); // cache ids start at 1: this slot now matches nothing
-        let own = Entry {
-            identity: Arc::new(Identity::clone(&entry.identity)),
-            ..entry.clone()
-        };
-        self.copies[self.next_copy] = Some((cache, *key, own));
-        self.next_copy = (self.next_copy + 1) % RECENT_COPIES;
+        self.keys[seen] = Seen::NONE;
+        self.copies[slot] = Some(Copied {
+            cache,
+            key: *key,
+            entry: Entry {
+                identity: Arc::new(Identity::clone(&entry.identity)),
+                ..entry.clone()
+            },
+            uses: hits,
+        });
+    }
+
+    /// An empty slot, or the least-used copy's if it was used less than `hits` times.
+    fn slot_for(&self, hits: u32) -> Option<usize> {
+        let uses = |i: usize| self.copies[i].as_ref().map(|c| c.uses);
+        let victim =
+            (0..RECENT_COPIES).min_by_key(|&i| uses(i).map_or(0, |u| u.saturating_add(1)))?;
+        match uses(victim) {
+            Some(u) if u >= hits => None,
+            _ => Some(victim),
+        }
+    }
+
+    fn age(&mut self) {
+        self.since_aging += 1;
+        if self.since_aging < AGING_PERIOD {
+            return;
+        }
+        self.since_aging = 0;
+        for c in self.copies.iter_mut().flatten() {
+            c.uses /= 2;
+        }
+        for s in &mut self.keys {
+            s.hits /= 2;
+        }
     }
 }
 
@@ -268,5 +355,30 @@ mod tests {
             a.get(&key, 150, EPOCH_7).unwrap();
         }
         assert!(b.get(&key, 150, EPOCH_7).is_none());
+    }
+
+    #[test]
+    fn more_hot_keys_than_copies_settle_instead_of_trading_copies() {
+        let cache = TokenCache::new(64, [4; 32]);
+        let shared = Arc::new(Identity::for_tests("dave"));
+        let keys: Vec<[u8; 32]> = (0..RECENT_COPIES + 2)
+            .map(|i| cache.key(format!("token {i}").as_bytes(), TokenSource::Bearer))
+            .collect();
+        for key in &keys {
+            cache.insert(*key, entry(&shared, 200));
+        }
+        let copied = |key: &[u8; 32]| {
+            let e = cache.get(key, 150, EPOCH_7).unwrap();
+            !Arc::ptr_eq(&e.identity, &shared)
+        };
+        for _ in 0..3 {
+            keys.iter().for_each(|k| _ = copied(k));
+        }
+        // From now on the same keys are answered from copies every round: none is traded.
+        let settled: Vec<bool> = keys.iter().map(copied).collect();
+        assert_eq!(settled.iter().filter(|&&c| c).count(), RECENT_COPIES);
+        for _ in 0..20 {
+            assert_eq!(keys.iter().map(copied).collect::<Vec<_>>(), settled);
+        }
     }
 }
