@@ -40,8 +40,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		// reverse_proxy's DEBUG line "upstream roundtrip" holds every upstream request
 		// header, and Caddy redacts only Authorization and Cookie and their kin: each
 		// assertion, a credential the upstream accepts until it expires, would be written out.
-		h.logger.Warn("reverse_proxy logs upstream request headers at DEBUG, assertions included, unless filtered: "+
-			logFilter(h.Assertion.header()), zap.String("assertion_header", h.Assertion.header()))
+		h.logger.Warn("reverse_proxy logs upstream request headers at DEBUG, assertions included, unless the global "+
+			"options' log filters them: "+logFilter(h.Assertion.header()), zap.String("assertion_header", h.Assertion.header()))
 	}
 
 	var signingKeys []string

@@ -268,7 +268,7 @@ type engine interface {
 	PublicJWKS() []byte
 	// Stats returns the engine's counters; false once closed.
 	Stats() (ffi.Stats, bool)
-	// Close frees the engine after calls in flight; idempotent.
+	// Close makes later calls fail (the engine is freed once unreachable); idempotent.
 	Close()
 }
 

@@ -92,7 +92,8 @@ typedef struct iap_signin iap_signin;
 typedef struct iap_signin_outcome iap_signin_outcome;
 
 // A borrowed run of bytes (UTF-8 for text), not NUL-terminated. Who lends it says how long it
-// lives. `data` may be NULL when `len` is 0.
+// lives. The library's views have `data` NULL when `len` is 0 (arrays too); a caller's may have
+// either.
 typedef struct {
   // First byte.
   const uint8_t *data;
@@ -229,7 +230,7 @@ typedef struct {
   bool session;
 } iap_request;
 
-// A decision copied out by [`crate::iap_engine_decide_into`]: the fixed fields here, every
+// A decision copied out by `iap_engine_decide_into`: the fixed fields here, every
 // string in the caller's buffer. The buffer holds strings one after another, each as its
 // length (4 bytes, native byte order) then its bytes, in this order: reason name, reason,
 // `WWW-Authenticate`, subject, email, name, issuer, kid, alg, jti (as in
@@ -440,7 +441,8 @@ iap_result iap_cosmos_rewrite_account(const uint8_t *body,
 // decision and valid until [`iap_decision_free`]. Does nothing when either pointer is NULL.
 void iap_decision_get(const iap_decision *decision, iap_decision_view *out);
 
-// Frees a decision from `iap_engine_decide`. NULL is fine; must not be called twice.
+// Frees a decision from `iap_engine_decide` (or the boxed one `iap_engine_decide_into` hands
+// over). NULL is fine; must not be called twice.
 void iap_decision_free(iap_decision *decision);
 
 // Builds an engine from a JSON configuration (`config_json`, `config_len` bytes, UTF-8).
@@ -481,9 +483,12 @@ iap_result iap_engine_decide(const iap_engine *engine,
 // When the strings do not fit, `record_out->len` is the size they need, nothing is written
 // to `buf`, and the decision comes boxed in `*decision_out` instead (read it with
 // `iap_decision_get`, free it with `iap_decision_free`), so it is never made twice; otherwise
-// `*decision_out` is NULL. `buf` may be NULL when `buf_len` is 0.
+// `*decision_out` is NULL. `buf` may be NULL when `buf_len` is 0. The length prefixes in `buf`
+// are not aligned: read them with `memcpy`. On any result but `IAP_RESULT_OK` nothing is
+// written to `buf`, `*record_out` or `*decision_out`.
 //
-// `request` is passed by value; the bytes its views point at are borrowed for this call only.
+// `request` is passed by value; the bytes its views point at are borrowed for this call only,
+// and must not overlap `buf`.
 iap_result iap_engine_decide_into(const iap_engine *engine,
                                   iap_request request,
                                   uint8_t *buf,

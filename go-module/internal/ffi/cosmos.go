@@ -22,8 +22,8 @@ import (
 
 // CosmosGateway checks Cosmos DB REST requests against a policy and re-signs allowed ones
 // for the account (rust/cosmos). It uses an Engine for token checks and role mapping, and
-// holds the account key or Entra credential. Safe for concurrent use; the same lifetime rules
-// as Engine apply.
+// holds the account key or Entra credential. Safe for concurrent use. Close frees it
+// once calls in flight have returned (they hold a read lock); a cleanup frees it otherwise.
 type CosmosGateway struct {
 	mu      sync.RWMutex
 	p       *C.iap_cosmos_gateway // nil once closed

@@ -20,8 +20,8 @@ package ffi
 #include <stdlib.h>
 #include "caddy_iap.h"
 
-// Neither keeps a Go pointer past the call nor calls back into Go: the out-parameters can
-// stay on the goroutine stack.
+// None of these keeps a Go pointer past the call or calls back into Go: the out-parameters
+// and the buffer can stay on the goroutine stack.
 #cgo noescape iap_engine_decide
 #cgo nocallback iap_engine_decide
 #cgo noescape iap_engine_decide_into

@@ -225,7 +225,7 @@ func TestCloseIsIdempotentAndGuards(t *testing.T) {
 }
 
 // Many goroutines decide while the engine is closed under them: every call either completes
-// or sees ErrClosed; none touches freed memory. Run with -race -tags iapdebug.
+// or sees ErrClosed. Run with -race -tags iapdebug.
 func TestConcurrentDecideAndClose(t *testing.T) {
 	key := testjwt.NewES256("k1")
 	tokens := make([]string, 8)

@@ -17,7 +17,8 @@ import (
 
 // PgGateway turns verified tokens into short-lived PostgreSQL logins (rust/postgres). It uses
 // an Engine for token checks and role mapping, and holds the admin connections to the
-// database. Safe for concurrent use; the same lifetime rules as Engine apply.
+// database. Safe for concurrent use. Close frees it once
+// calls in flight have returned (they hold a read lock); a cleanup frees it otherwise.
 type PgGateway struct {
 	mu      sync.RWMutex
 	p       *C.iap_pg_gateway // nil once closed

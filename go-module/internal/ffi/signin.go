@@ -16,7 +16,8 @@ import (
 
 // SignIn is a site's browser sign-in (rust/browser): the redirect to the identity provider,
 // the callback, sealed session cookies and sign-out. It uses an Engine to validate ID tokens.
-// Safe for concurrent use; the same lifetime rules as Engine apply.
+// Safe for concurrent use. Close frees it once
+// calls in flight have returned (they hold a read lock); a cleanup frees it otherwise.
 type SignIn struct {
 	mu      sync.RWMutex
 	p       *C.iap_signin // nil once closed

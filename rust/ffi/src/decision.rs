@@ -156,7 +156,7 @@ fn expires_at(d: &Decision) -> u64 {
     d.identity.as_ref().map_or(0, |i| i.expires_at)
 }
 
-/// A decision copied out by [`crate::iap_engine_decide_into`]: the fixed fields here, every
+/// A decision copied out by `iap_engine_decide_into`: the fixed fields here, every
 /// string in the caller's buffer. The buffer holds strings one after another, each as its
 /// length (4 bytes, native byte order) then its bytes, in this order: reason name, reason,
 /// `WWW-Authenticate`, subject, email, name, issuer, kid, alg, jti (as in
@@ -235,7 +235,8 @@ pub extern "C" fn iap_decision_get(decision: *const iap_decision, out: *mut iap_
     }
 }
 
-/// Frees a decision from `iap_engine_decide`. NULL is fine; must not be called twice.
+/// Frees a decision from `iap_engine_decide` (or the boxed one `iap_engine_decide_into` hands
+/// over). NULL is fine; must not be called twice.
 #[unsafe(no_mangle)]
 pub extern "C" fn iap_decision_free(decision: *mut iap_decision) {
     ffi_panic_boundary! {

@@ -168,9 +168,12 @@ pub extern "C" fn iap_engine_decide(
 /// When the strings do not fit, `record_out->len` is the size they need, nothing is written
 /// to `buf`, and the decision comes boxed in `*decision_out` instead (read it with
 /// `iap_decision_get`, free it with `iap_decision_free`), so it is never made twice; otherwise
-/// `*decision_out` is NULL. `buf` may be NULL when `buf_len` is 0.
+/// `*decision_out` is NULL. `buf` may be NULL when `buf_len` is 0. The length prefixes in `buf`
+/// are not aligned: read them with `memcpy`. On any result but `IAP_RESULT_OK` nothing is
+/// written to `buf`, `*record_out` or `*decision_out`.
 ///
-/// `request` is passed by value; the bytes its views point at are borrowed for this call only.
+/// `request` is passed by value; the bytes its views point at are borrowed for this call only,
+/// and must not overlap `buf`.
 #[unsafe(no_mangle)]
 pub extern "C" fn iap_engine_decide_into(
     engine: *const iap_engine,
