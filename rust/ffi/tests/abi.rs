@@ -60,18 +60,26 @@ fn decide(
     (view, decision)
 }
 
-#[test]
-fn allow_and_deny_through_the_abi() {
-    let engine = new_engine(&config()).unwrap();
+/// A reader's token for alice, valid for 300 s from now (also returned), with `extra` claims.
+fn alice_token(extra: serde_json::Value) -> (String, u64) {
     let signer = Signer::new(KeyKind::Es256);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let token = signer.sign(
-        &signer.header("k"),
-        &json!({"iss": ISS, "sub": "alice", "aud": "api", "iat": now, "exp": now + 300, "groups": ["readers"]}),
-    );
+    let mut claims = json!({"iss": ISS, "sub": "alice", "aud": "api", "iat": now, "exp": now + 300,
+                            "groups": ["readers"]});
+    claims
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    (signer.sign(&signer.header("k"), &claims), now)
+}
+
+#[test]
+fn allow_and_deny_through_the_abi() {
+    let engine = new_engine(&config()).unwrap();
+    let (token, _) = alice_token(json!({}));
 
     let (view, d) = decide(engine, "GET", "/items/1", &token);
     assert!(view.allowed);
@@ -173,16 +181,7 @@ fn decide_into(
 #[test]
 fn decide_into_copies_the_decision_or_hands_it_over_boxed() {
     let engine = new_engine(&config()).unwrap();
-    let signer = Signer::new(KeyKind::Es256);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let token = signer.sign(
-        &signer.header("k"),
-        &json!({"iss": ISS, "sub": "alice", "aud": "api", "iat": now, "exp": now + 300,
-                "jti": "j1", "groups": ["readers"]}),
-    );
+    let (token, now) = alice_token(json!({"jti": "j1"}));
 
     let mut buf = [0u8; 1024];
     let (record, boxed) = decide_into(engine, &token, &mut buf);
