@@ -214,22 +214,6 @@ typedef struct {
   uint64_t expires_at;
 } iap_decision_view;
 
-// One request's facts, passed by value to [`iap_engine_decide`]; the bytes its views point at
-// are borrowed for that call.
-typedef struct {
-  // HTTP method.
-  iap_str method;
-  // Host.
-  iap_str host;
-  // Escaped request path.
-  iap_str path;
-  // The presented token; `len == 0` when none was presented.
-  iap_str token;
-  // `token` is a session's ID token (from [`crate::iap_signin_session`]), not a bearer
-  // token.
-  bool session;
-} iap_request;
-
 // A decision copied out by `iap_engine_decide_into`: the fixed fields here, every
 // string in the caller's buffer. The buffer holds strings one after another, each as its
 // length (4 bytes, native byte order) then its bytes, in this order: reason name, reason,
@@ -253,6 +237,22 @@ typedef struct {
   // Bytes of the buffer the strings take; when larger than the buffer, none were written.
   size_t len;
 } iap_decision_record;
+
+// One request's facts, passed by value to [`iap_engine_decide`]; the bytes its views point at
+// are borrowed for that call.
+typedef struct {
+  // HTTP method.
+  iap_str method;
+  // Host.
+  iap_str host;
+  // Escaped request path.
+  iap_str path;
+  // The presented token; `len == 0` when none was presented.
+  iap_str token;
+  // `token` is a session's ID token (from [`crate::iap_signin_session`]), not a bearer
+  // token.
+  bool session;
+} iap_request;
 
 // Counters read at metrics scrape time.
 typedef struct {
@@ -441,6 +441,17 @@ iap_result iap_cosmos_rewrite_account(const uint8_t *body,
 // decision and valid until [`iap_decision_free`]. Does nothing when either pointer is NULL.
 void iap_decision_get(const iap_decision *decision, iap_decision_view *out);
 
+// Copies a boxed decision out as `iap_engine_decide_into` does: the record to `*record_out`,
+// the strings into `buf` when they fit (`record_out->len` is the size they need either way;
+// the layout is on [`iap_decision_record`]). For a caller that got the decision boxed because
+// its buffer was too small, and now has one of `record_out->len` bytes.
+// `IAP_RESULT_NULL_PARAMETER` when `decision` or `record_out` is NULL, or `buf` is NULL with
+// `buf_len > 0`; nothing is written then.
+iap_result iap_decision_copy(const iap_decision *decision,
+                             uint8_t *buf,
+                             size_t buf_len,
+                             iap_decision_record *record_out);
+
 // Frees a decision from `iap_engine_decide` (or the boxed one `iap_engine_decide_into` hands
 // over). NULL is fine; must not be called twice.
 void iap_decision_free(iap_decision *decision);
@@ -481,8 +492,9 @@ iap_result iap_engine_decide(const iap_engine *engine,
 // free and no allocation made for the caller: the form for a hot path.
 //
 // When the strings do not fit, `record_out->len` is the size they need, nothing is written
-// to `buf`, and the decision comes boxed in `*decision_out` instead (read it with
-// `iap_decision_get`, free it with `iap_decision_free`), so it is never made twice; otherwise
+// to `buf`, and the decision comes boxed in `*decision_out` instead (copy it out with
+// `iap_decision_copy` into a buffer that size, or read it with `iap_decision_get`; free it with
+// `iap_decision_free`), so it is never made twice; otherwise
 // `*decision_out` is NULL. `buf` may be NULL when `buf_len` is 0. The length prefixes in `buf`
 // are not aligned: read them with `memcpy`. On any result but `IAP_RESULT_OK` nothing is
 // written to `buf`, `*record_out` or `*decision_out`.

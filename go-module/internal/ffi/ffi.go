@@ -26,8 +26,8 @@ package ffi
 #cgo nocallback iap_engine_decide
 #cgo noescape iap_engine_decide_into
 #cgo nocallback iap_engine_decide_into
-#cgo noescape iap_decision_get
-#cgo nocallback iap_decision_get
+#cgo noescape iap_decision_copy
+#cgo nocallback iap_decision_copy
 #cgo noescape iap_decision_free
 #cgo nocallback iap_decision_free
 */
@@ -39,7 +39,6 @@ import (
 	"encoding/binary"
 	"net/textproto"
 	"runtime"
-	"strings"
 	"sync/atomic"
 	"unsafe"
 )
@@ -168,7 +167,7 @@ func (e *Engine) Decide(req Request) (Decision, error) {
 }
 
 // decide is Decide with the buffer the engine copies the decision into; a decision too large
-// for it comes back boxed, and is read through its view and freed.
+// for it comes back boxed, and is copied out again into a buffer of its size, then freed.
 func (e *Engine) decide(req Request, buf []byte) (Decision, error) {
 	p := e.handle()
 	if p == nil {
@@ -191,17 +190,21 @@ func (e *Engine) decide(req Request, buf []byte) (Decision, error) {
 	if Result(res) != ResultOK {
 		return Decision{}, &Error{Op: "iap_engine_decide_into", Code: Result(res)}
 	}
-	if boxed != nil {
-		defer C.iap_decision_free(boxed)
-		var v C.iap_decision_view
-		C.iap_decision_get(boxed, &v)
-		return e.decisionOf(&v), nil
+	if boxed == nil {
+		// One allocation of the exact size, which the decision's strings share.
+		return e.decisionOfRecord(&rec, bytes.Clone(buf[:rec.len])), nil
 	}
-	// One allocation of the exact size, which the decision's strings share.
-	return e.decisionOfRecord(&rec, bytes.Clone(buf[:rec.len])), nil
+	// Too large for buf: the engine kept it boxed. Copy it out into a buffer of its size.
+	defer C.iap_decision_free(boxed)
+	exact := make([]byte, rec.len)
+	res = C.iap_decision_copy(boxed, (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(exact))), C.size_t(len(exact)), &rec)
+	if Result(res) != ResultOK || int(rec.len) != len(exact) {
+		return Decision{}, &Error{Op: "iap_decision_copy", Code: Result(res)}
+	}
+	return e.decisionOfRecord(&rec, exact), nil
 }
 
-// decisionOfRecord reads a decision copied by iap_engine_decide_into. Its strings share buf,
+// decisionOfRecord reads a decision copied by iap_engine_decide_into or iap_decision_copy. Its strings share buf,
 // which nothing writes again. A record that does not parse (an engine bug) is a refusal.
 func (e *Engine) decisionOfRecord(rec *C.iap_decision_record, buf []byte) Decision {
 	r := recordReader{rest: buf}
@@ -281,84 +284,6 @@ func (r *recordReader) next() string {
 	return unsafe.String(unsafe.SliceData(s), n)
 }
 
-// decisionOf copies a decision's view into Go values. Every string the view lends is copied
-// into one allocation; constant strings (the allowed reason, alg names, header names) are
-// not copied at all, so a hot request allocates three times at most.
-func (e *Engine) decisionOf(v *C.iap_decision_view) Decision {
-	roles := sliceOf(v.roles, v.roles_len)
-	hs := sliceOf(v.set_headers, v.set_headers_len)
-	allowed := ReasonCode(v.reason_code) == ReasonAllowed
-	known := int(v.reason_code) < len(reasonNames)
-
-	// Room for every string the view lends, whether copied or not (the reason texts of an
-	// allowed decision are a few bytes): one sum, no second list of conditions to keep in step.
-	size := int(v.www_authenticate.len + v.subject.len + v.email.len + v.name.len + v.issuer.len +
-		v.kid.len + v.jti.len + v.reason.len + v.reason_name.len)
-	for _, r := range roles {
-		size += int(r.len)
-	}
-	for _, h := range hs {
-		size += int(h.value.len)
-	}
-	b := copier{buf: make([]byte, 0, size)}
-
-	d := Decision{
-		Allowed:         bool(v.allowed),
-		Status:          int(v.status),
-		Reason:          ReasonCode(v.reason_code),
-		WWWAuthenticate: b.copy(v.www_authenticate),
-		Subject:         b.copy(v.subject),
-		Email:           b.copy(v.email),
-		Name:            b.copy(v.name),
-		Issuer:          b.copy(v.issuer),
-		Kid:             b.copy(v.kid),
-		Alg:             algName(v.alg),
-		JTI:             b.copy(v.jti),
-		CacheHit:        bool(v.cache_hit),
-		ExpiresAt:       uint64(v.expires_at),
-		StripHeaders:    e.canonical,
-	}
-	if allowed {
-		d.ReasonText = "allowed"
-	} else {
-		d.ReasonText = b.copy(v.reason)
-	}
-	if !known {
-		d.ReasonName = b.copy(v.reason_name)
-	}
-	if len(roles) > 0 {
-		d.Roles = make([]string, len(roles))
-		for i, r := range roles {
-			d.Roles[i] = b.copy(r)
-		}
-	}
-	if len(hs) > 0 {
-		d.SetHeaders = make([]Header, len(hs))
-		for i, h := range hs {
-			// Every header the engine sets is on its strip list: reuse that name.
-			d.SetHeaders[i] = Header{Name: e.ownedName(borrowed(h.name)), Value: b.copy(h.value)}
-		}
-	}
-	return d
-}
-
-// copier copies C strings into one Go buffer sized for all of them up front, and hands out
-// each copy as a string sharing that buffer. The buffer never grows (so never moves) and no
-// byte is written twice, which is what makes the strings immutable.
-type copier struct{ buf []byte }
-
-func (c *copier) copy(s C.iap_str) string {
-	if s.data == nil || s.len == 0 {
-		return ""
-	}
-	if int(s.len) > cap(c.buf)-len(c.buf) {
-		return stringOf(s) // not sized for: a copy of its own (never expected)
-	}
-	start := len(c.buf)
-	c.buf = append(c.buf, unsafe.Slice((*byte)(unsafe.Pointer(s.data)), int(s.len))...)
-	return unsafe.String(&c.buf[start], int(s.len))
-}
-
 // readOwnedHeaders copies the engine's strip list, which is the same in every decision, from
 // a decision on an empty request (no token: a denial, decided without any I/O).
 func (e *Engine) readOwnedHeaders() error {
@@ -387,26 +312,14 @@ func (e *Engine) OwnedHeaders() []string {
 }
 
 // ownedName returns the canonical form of a header name the engine sets, from the strip list
-// when it is there (always, for the engine's own headers). name may be borrowed C memory: it
-// is only compared, and copied when not on the list.
+// when it is there (always, for the engine's own headers).
 func (e *Engine) ownedName(name string) string {
 	for i, o := range e.owned {
 		if o == name {
 			return e.canonical[i]
 		}
 	}
-	return textproto.CanonicalMIMEHeaderKey(strings.Clone(name))
-}
-
-// algName returns the algorithm as a constant string.
-func algName(s C.iap_str) string {
-	b := unsafe.Slice((*byte)(unsafe.Pointer(s.data)), int(s.len))
-	for _, a := range [...]string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"} {
-		if a == string(b) {
-			return a
-		}
-	}
-	return stringOf(s)
+	return textproto.CanonicalMIMEHeaderKey(name)
 }
 
 // GenerateSigningKey makes a new assertion signing key for alg ("ES256" or "EdDSA") and
@@ -470,15 +383,6 @@ func bytesOf(s C.iap_str) []byte {
 		return nil
 	}
 	return C.GoBytes(unsafe.Pointer(s.data), C.int(s.len))
-}
-
-// borrowed views C bytes as a string without copying: only for comparing, or copying, before
-// the owner frees them.
-func borrowed(s C.iap_str) string {
-	if s.data == nil || s.len == 0 {
-		return ""
-	}
-	return unsafe.String((*byte)(unsafe.Pointer(s.data)), int(s.len))
 }
 
 // stringOf copies a borrowed C byte view into a Go string.

@@ -370,8 +370,8 @@ func BenchmarkDecideCachedRoundRobin(b *testing.B) {
 	}
 }
 
-// A decision larger than Decide's buffer comes back boxed and is read through its view. Both
-// ways must give the same decision, allowed or denied.
+// A decision larger than Decide's buffer comes back boxed and is copied out again
+// (iap_decision_copy). Both ways must give the same decision, allowed or denied.
 func TestDecideCopiedAndBoxedAgree(t *testing.T) {
 	key := testjwt.NewES256("k1")
 	e := newEngine(t, key, nil)

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use caddy_iap_core::Decision;
 
 use crate::engine::EngineBox;
-use crate::ffi::{box_free, box_ref, write_out};
+use crate::error::iap_result;
+use crate::ffi::{box_free, box_ref, bytes_mut, write_out};
 use crate::slice::{array_ptr, iap_header, iap_str};
 
 /// One decision. Opaque; read it with [`iap_decision_get`], free it with [`iap_decision_free`].
@@ -232,6 +233,37 @@ pub extern "C" fn iap_decision_get(decision: *const iap_decision, out: *mut iap_
         };
         // SAFETY: `out` is NULL or a writable view.
         unsafe { write_out(out, boxed.view()) };
+    }
+}
+
+/// Copies a boxed decision out as `iap_engine_decide_into` does: the record to `*record_out`,
+/// the strings into `buf` when they fit (`record_out->len` is the size they need either way;
+/// the layout is on [`iap_decision_record`]). For a caller that got the decision boxed because
+/// its buffer was too small, and now has one of `record_out->len` bytes.
+/// `IAP_RESULT_NULL_PARAMETER` when `decision` or `record_out` is NULL, or `buf` is NULL with
+/// `buf_len > 0`; nothing is written then.
+#[unsafe(no_mangle)]
+pub extern "C" fn iap_decision_copy(
+    decision: *const iap_decision,
+    buf: *mut u8,
+    buf_len: usize,
+    record_out: *mut iap_decision_record,
+) -> iap_result {
+    ffi_panic_boundary! {
+        // SAFETY: `decision` is NULL or a live decision from `iap_engine_decide(_into)`.
+        let Some(boxed) = (unsafe { box_ref::<DecisionBox, iap_decision>(decision) }) else {
+            return iap_result::NullParameter;
+        };
+        // SAFETY: the caller lends `buf_len` writable bytes at `buf` for this call.
+        let Some(out) = (unsafe { bytes_mut(buf, buf_len) }) else {
+            return iap_result::NullParameter;
+        };
+        if record_out.is_null() {
+            return iap_result::NullParameter;
+        }
+        // SAFETY: checked non-NULL above.
+        unsafe { write_out(record_out, iap_decision_record::write(&boxed.decision, out)) };
+        iap_result::Ok
     }
 }
 

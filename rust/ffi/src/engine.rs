@@ -166,8 +166,9 @@ pub extern "C" fn iap_engine_decide(
 /// free and no allocation made for the caller: the form for a hot path.
 ///
 /// When the strings do not fit, `record_out->len` is the size they need, nothing is written
-/// to `buf`, and the decision comes boxed in `*decision_out` instead (read it with
-/// `iap_decision_get`, free it with `iap_decision_free`), so it is never made twice; otherwise
+/// to `buf`, and the decision comes boxed in `*decision_out` instead (copy it out with
+/// `iap_decision_copy` into a buffer that size, or read it with `iap_decision_get`; free it with
+/// `iap_decision_free`), so it is never made twice; otherwise
 /// `*decision_out` is NULL. `buf` may be NULL when `buf_len` is 0. The length prefixes in `buf`
 /// are not aligned: read them with `memcpy`. On any result but `IAP_RESULT_OK` nothing is
 /// written to `buf`, `*record_out` or `*decision_out`.

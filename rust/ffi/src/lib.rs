@@ -36,7 +36,8 @@ pub use cosmos::{
     iap_cosmos_request, iap_cosmos_rewrite_account,
 };
 pub use decision::{
-    iap_decision, iap_decision_free, iap_decision_get, iap_decision_record, iap_decision_view,
+    iap_decision, iap_decision_copy, iap_decision_free, iap_decision_get, iap_decision_record,
+    iap_decision_view,
 };
 pub use engine::{
     iap_engine, iap_engine_decide, iap_engine_decide_into, iap_engine_free, iap_engine_new,

@@ -235,8 +235,34 @@ fn decide_into_copies_the_decision_or_hands_it_over_boxed() {
         // SAFETY: iap_decision_get wrote the whole view for a non-NULL decision.
         let view = unsafe { view.assume_init() };
         assert_eq!((view.allowed, text(view.subject)), (true, "alice".into()));
+        // Copied out into a buffer of the size asked for, it reads as the fitting call's did.
+        let mut exact = vec![0u8; short.len];
+        let mut copied = iap_decision_record::default();
+        assert_eq!(
+            iap_decision_copy(boxed, exact.as_mut_ptr(), exact.len(), &mut copied),
+            iap_result::Ok
+        );
+        assert_eq!(
+            format!("{copied:?}"),
+            format!("{short:?}"),
+            "the record of the call that boxed it"
+        );
+        assert_eq!(record_strings(&exact), strings);
+        assert_eq!(
+            iap_decision_copy(boxed, exact.as_mut_ptr(), exact.len(), ptr::null_mut()),
+            iap_result::NullParameter
+        );
         iap_decision_free(boxed);
     }
+    assert_eq!(
+        iap_decision_copy(
+            ptr::null(),
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut iap_decision_record::default()
+        ),
+        iap_result::NullParameter
+    );
 
     // A denial fits in a few bytes: its reason, a challenge, no identity.
     let (record, boxed) = decide_into(engine, "", &mut buf);
