@@ -485,6 +485,7 @@ class Caddy:
     # Lines for the global log block after its level and output (a `format filter`, say).
     log_extra: str = ""
     proc: subprocess.Popen | None = None
+    reloads: int = 0
 
     def __post_init__(self):
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -554,6 +555,10 @@ class Caddy:
 
     def stop(self) -> None:
         stop_process(self.proc)
+        # net/http answers a handler's panic by closing the connection and logging it; a test
+        # that resent a dropped request must not let that pass unseen.
+        if PANIC_LOG in self.log_text():
+            pytest.fail(f"caddy logged a panic:\n{self.dump()}", pytrace=False)
 
     @property
     def running(self) -> bool:
@@ -578,6 +583,7 @@ class Caddy:
             timeout=60,
         )
         assert res.returncode == 0, f"caddy reload failed ({res.returncode}):\n{res.stdout}\n{res.stderr}\n{self.dump()}"
+        self.reloads += 1
         return res
 
     def request(self, method: str, path: str, token: str | None = None, headers: dict | None = None,
@@ -587,7 +593,7 @@ class Caddy:
             h["Authorization"] = f"Bearer {token}"
         kwargs.setdefault("timeout", 15)
         kwargs.setdefault("allow_redirects", False)
-        return requests.request(method, self.url + path, headers=h, **kwargs)
+        return send(method, self.url + path, resend_dropped=self.reloads > 0, headers=h, **kwargs)
 
     def get(self, path: str, token: str | None = None, **kwargs) -> requests.Response:
         return self.request("GET", path, token, **kwargs)
@@ -604,6 +610,34 @@ class Caddy:
             f"--- {self.stdout_path}\n{tail(self.stdout_path)}\n"
             f"--- {self.log_path}\n{tail(self.log_path)}"
         )
+
+
+# What net/http logs when a handler panics (Caddy routes it to the http.stdlib logger).
+PANIC_LOG = "http: panic serving"
+
+
+def send(method: str, url: str, resend_dropped: bool = False, **kwargs) -> requests.Response:
+    """`requests.request`, except that with `resend_dropped` a GET or HEAD whose connection was
+    closed before any response is sent once more, as browsers do. A reloaded Caddy needs this:
+    its old server can still accept a new connection in the instant after `caddy reload`
+    returns, and net/http closes a connection whose request it reads once shutdown has begun."""
+    try:
+        return requests.request(method, url, **kwargs)
+    except requests.ConnectionError as exc:
+        if not (resend_dropped and method in ("GET", "HEAD") and _closed_unanswered(exc)):
+            raise
+    return requests.request(method, url, **kwargs)
+
+
+def _closed_unanswered(exc: BaseException) -> bool:
+    """Whether the server closed or reset the connection (not: refused it, or timed out)."""
+    pending = [exc]
+    while pending:
+        e = pending.pop()
+        if isinstance(e, (http.client.RemoteDisconnected, ConnectionResetError)):
+            return True
+        pending.extend(a for a in e.args if isinstance(a, BaseException))
+    return False
 
 
 def raw_request(url: str, method: str, path: str, headers: list[tuple[str, str]]) -> tuple[int, dict, bytes]:

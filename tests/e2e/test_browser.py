@@ -33,6 +33,7 @@ from iaplib import (
     browser_client,
     indent,
     register_logs,
+    send,
     sign_in,
     wait_for,
 )
@@ -53,8 +54,8 @@ class Site:
 
     def get(self, path: str, cookies: dict | None = None, headers: dict | None = None, **kw) -> requests.Response:
         h = {"Accept": "text/html"} | (headers or {})
-        return requests.get(self.url + path, headers=h, cookies=cookies, verify=False,
-                            allow_redirects=False, timeout=15, **kw)
+        return send("GET", self.url + path, resend_dropped=self.caddy.reloads > 0, headers=h,
+                    cookies=cookies, verify=False, allow_redirects=False, timeout=15, **kw)
 
     def caddyfile(self, login_extra: str = "") -> str:
         c = self.caddy
