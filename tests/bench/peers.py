@@ -213,9 +213,12 @@ class Server:
     """One Caddy-compatible binary running one Caddyfile, stopped with SIGTERM."""
 
     def __init__(self, work: Path, name: str, binary: Path, site: str, global_extra: str = "",
-                 cpu: str = PROXY_CPU, port: int | None = None, wrapper: list[str] | None = None):
+                 cpu: str = PROXY_CPU, port: int | None = None, wrapper: list[str] | None = None,
+                 env: dict[str, str] | None = None):
         # wrapper: a command the binary runs under (callgrind), which also slows its start-up.
         self.wrapper = wrapper or []
+        # env: the Go runtime's settings for this process (GODEBUG, GOGC, GOMEMLIMIT).
+        self.env = env or {}
         self.dir = work / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -244,7 +247,7 @@ class Server:
         for d in ("home", "config", "data"):
             (self.dir / d).mkdir(exist_ok=True)
         env.update(HOME=str(self.dir / "home"), XDG_CONFIG_HOME=str(self.dir / "config"),
-                   XDG_DATA_HOME=str(self.dir / "data"))
+                   XDG_DATA_HOME=str(self.dir / "data"), **self.env)
         out = open(self.dir / "stdout.log", "ab")  # noqa: SIM115 - owned by the child
         if self.wrapper:
             # Go's asynchronous preemption signals trip callgrind's signal bookkeeping.
@@ -268,6 +271,11 @@ class Server:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def output(self) -> Path:
+        """The process's stdout and stderr (Go's gctrace lines among them)."""
+        return self.dir / "stdout.log"
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -429,6 +437,7 @@ class Bench:
             grab = threading.Thread(target=lambda: prof.update(decide_profile(server, secs, self.work)))
             grab.start()
         go0 = go_runtime_metrics(server)
+        trace0 = server.output.stat().st_size
         cpu0 = proc_cpu_seconds(server.pid)
         res = self.wrk(server.url, measured, self.args.duration)
         cpu1 = proc_cpu_seconds(server.pid)
@@ -438,6 +447,9 @@ class Bench:
             res["go_alloc_b_per_req"] = (go1["go_memstats_alloc_bytes_total"] - go0["go_memstats_alloc_bytes_total"]) / n
             res["gc_per_10k_req"] = (go1["go_gc_duration_seconds_count"] - go0["go_gc_duration_seconds_count"]) / n * 1e4
             res["go_heap_inuse_mb"] = go1["go_memstats_heap_inuse_bytes"] / 1e6
+        gc_ms = gctrace_cpu_ms(server.output, trace0)
+        if gc_ms is not None and res["requests"]:
+            res["gc_cpu_us_per_req"] = gc_ms * 1e3 / res["requests"]
         if grab is not None:
             grab.join()
             if prof.get("decide_s") is not None:
@@ -457,6 +469,25 @@ class Bench:
 GO_METRICS = ("go_memstats_alloc_bytes_total", "go_gc_duration_seconds_count", "go_memstats_heap_inuse_bytes")
 # What Bench.row derives from them for each measured run.
 GO_ROW_KEYS = ("go_alloc_b_per_req", "gc_per_10k_req", "go_heap_inuse_mb")
+# ... and from the collector's own trace (results from before it lack this one).
+GC_CPU_KEY = "gc_cpu_us_per_req"
+# Every proxy in a wrk row prints a line per collection with the CPU that collection took.
+GCTRACE = {"GODEBUG": "gctrace=1"}
+_GC_LINE = re.compile(r"^gc \d+ @\S+ \S+: \S+ ms clock, ([\d.]+)\+([\d.]+)/([\d.]+)/([\d.]+)\+([\d.]+) ms cpu", re.M)
+
+
+def gctrace_cpu_ms(output: Path, offset: int) -> float | None:
+    """CPU milliseconds of the collections Go's gctrace reported after byte `offset` of a
+    process's output: the stop-the-world phases plus the mark work of assists, the dedicated
+    background worker and idle time (`a+b/c/d+e ms cpu`). None when no line was printed (no
+    GODEBUG=gctrace=1, or no collection)."""
+    with open(output, "rb") as f:
+        f.seek(offset)
+        text = f.read().decode(errors="replace")
+    cycles = _GC_LINE.findall(text)
+    if not cycles:
+        return None
+    return sum(float(x) for c in cycles for x in c)
 
 
 def go_runtime_metrics(server: Server) -> dict | None:
@@ -543,6 +574,12 @@ def jwt_site_jwk(upstream: str, url: str) -> str:
     )
 
 
+# The Go memory budget of the "same memory" section, the same for every proxy: collections come
+# when the whole Go runtime's memory reaches the limit, not when the heap has doubled. 64 MiB is
+# above the heap caddy-security's default settings let it reach (≈38 MB in the hot rows), so no
+# proxy gets less room than by default.
+SAME_MEMORY_ENV = {"GOGC": "off", "GOMEMLIMIT": "64MiB"}
+
 # caddy-security doing what caddy-iap does for an allowed request (see security_global).
 SECURITY_SAME_WORK = "caddy-security, hot RS256 token, identity headers + token stripped"
 
@@ -600,7 +637,7 @@ def median_rounds(results: list[dict], order: list[str]) -> list[dict]:
         if decide:
             med["decide_us_per_req"] = decide[(len(decide) - 1) // 2]
             med["rounds_decide"] = [round(d, 1) for d in decide]
-        for key in GO_ROW_KEYS:
+        for key in (*GO_ROW_KEYS, GC_CPU_KEY):
             vals = [r[key] for r in runs if r.get(key) is not None]
             if vals:
                 med[key] = median(vals)
@@ -957,6 +994,19 @@ def module_version(binary: Path, module: str) -> str:
 # Report
 
 
+def render_go_table(L: list[str], rows: list[dict]) -> None:
+    """Go allocation and collection per row; with the collector's CPU when gctrace gave it."""
+    traced = all(r.get(GC_CPU_KEY) is not None for r in rows)
+    L.append("| row | Go heap allocated per request (B) | GC cycles per 10,000 requests | Go heap in use after the run (MB) |"
+             + (" collector CPU µs/req (gctrace) | CPU outside the collector µs/req |" if traced else ""))
+    L.append("| --- | ---: | ---: | ---: |" + (" ---: | ---: |" if traced else ""))
+    for r in rows:
+        L.append(f"| {r['name']} | {r['go_alloc_b_per_req']:,.0f} | {r['gc_per_10k_req']:.1f} |"
+                 f" {r['go_heap_inuse_mb']:.1f} |"
+                 + (f" {r[GC_CPU_KEY]:.1f} | {outside_gc(r):.1f} |" if traced else ""))
+    L.append("")
+
+
 def fmt_row(r: dict) -> str:
     flag = "" if r["ok"] else f" **ERRORS: {r['bad']} non-200 ({r['statuses']}), {r['socket_errors']} socket**"
     wrap = f" (tokens wrapped: {r['requests']} requests over {r['n_tokens']} tokens)" if r["wrapped"] else ""
@@ -1069,14 +1119,57 @@ def render_fixed(L: list[str], f: dict, ceiling: float) -> None:
     f["added_p99_us"] = d
 
 
-def gc_context(mine: dict, peer: dict) -> str:
+def gc_context(mine: dict, peer: dict, section: str = "Go allocation and collection") -> str:
     """The Go runtime counters of a pair of rows, side by side (caddy-iap first)."""
     if any(r.get(k) is None for r in (mine, peer) for k in GO_ROW_KEYS):
         return ""
+    gc_cpu = ""
+    if all(r.get(GC_CPU_KEY) is not None for r in (mine, peer)):
+        gc_cpu = (f", {mine[GC_CPU_KEY]:.1f} vs {peer[GC_CPU_KEY]:.1f} µs of collector CPU per request and"
+                  f" {outside_gc(mine):.1f} vs {outside_gc(peer):.1f} µs outside it")
     return (f" (Go runtime, caddy-iap vs {peer['name'].split(',')[0]}: {mine['gc_per_10k_req']:.1f} vs"
-            f" {peer['gc_per_10k_req']:.1f} GC cycles per 10,000 requests, {mine['go_alloc_b_per_req']:,.0f} vs"
+            f" {peer['gc_per_10k_req']:.1f} GC cycles per 10,000 requests{gc_cpu}, {mine['go_alloc_b_per_req']:,.0f} vs"
             f" {peer['go_alloc_b_per_req']:,.0f} B allocated per request, {mine['go_heap_inuse_mb']:.0f} vs"
-            f" {peer['go_heap_inuse_mb']:.0f} MB of heap in use: see Go allocation and collection)")
+            f" {peer['go_heap_inuse_mb']:.0f} MB of heap in use: see {section})")
+
+
+def outside_gc(r: dict) -> float:
+    """CPU per request spent outside Go's collector (the median round's CPU less the median of
+    the rounds' collector CPU, both per request)."""
+    return r["cpu_us_per_req"] - r[GC_CPU_KEY]
+
+
+def ahead_line(label: str, mine: dict | None, pr: dict | None,
+               section: str = "Go allocation and collection") -> str | None:
+    """The target line "ahead of <peer>" for a pair of rows measured in the same rounds, judged
+    round by round by a one-sided sign test on req/s and CPU per request together."""
+    if not (mine and pr):
+        return None
+    by_rps, by_cpu = paired(mine, pr)
+    if not by_rps:
+        return None
+    rps, cpu = median(by_rps), median(by_cpu)
+    both = sum(1 for x, y in zip(by_rps, by_cpu) if x > 1 and y > 1)
+    behind = sum(1 for x, y in zip(by_rps, by_cpu) if x < 1 and y < 1)
+    need = sign_test_needed(len(by_rps))
+    if mine.get("wrapped_rounds"):
+        verdict = (f"not judged: caddy-iap's token list wrapped in {mine['wrapped_rounds']} rounds,"
+                   " so some of its requests were cache hits")
+    elif need is None:
+        verdict = f"{'met' if rps > 1 and cpu > 1 else 'missed'} by the medians, too few rounds to judge"
+    elif both >= need:
+        verdict = "met"
+    elif behind >= need:
+        verdict = "missed"
+    else:
+        verdict = f"inconclusive (a sign test at 10% needs {need} of {len(by_rps)} rounds one way)"
+    what = label + (", with identity headers and the token stripped, as caddy-iap" if pr["name"] == SECURITY_SAME_WORK
+                    else "")
+    return (f"ahead of {pr['name'].split(',')[0]} ({what}): {rps:.2f}× its req/s and {cpu:.2f}× less CPU per"
+            f" request (medians of {len(by_rps)} rounds' ratios; {mine['rps']:,.0f} vs {pr['rps']:,.0f}"
+            f" req/s, {mine['cpu_us_per_req']:.0f} vs {pr['cpu_us_per_req']:.0f} µs in the median"
+            f" rounds); ahead by both in {both} of {len(by_rps)} rounds, behind by both in {behind} —"
+            f" {verdict}" + gc_context(mine, pr, section))
 
 
 def compute_targets(ctx: dict) -> list[str]:
@@ -1129,33 +1222,17 @@ def compute_targets(ctx: dict) -> list[str]:
                                ("distinct ES256", rows.get("caddy-iap, distinct ES256 tokens (cache misses)"),
                                 ("caddy-jwt, distinct ES256 tokens", "caddy-security, distinct ES256 tokens"))):
         for name in names:
-            pr = rows.get(name)
-            if mine and pr:
-                by_rps, by_cpu = paired(mine, pr)
-                if not by_rps:
-                    continue
-                rps, cpu = median(by_rps), median(by_cpu)
-                both = sum(1 for x, y in zip(by_rps, by_cpu) if x > 1 and y > 1)
-                behind = sum(1 for x, y in zip(by_rps, by_cpu) if x < 1 and y < 1)
-                need = sign_test_needed(len(by_rps))
-                if mine.get("wrapped_rounds"):
-                    verdict = (f"not judged: caddy-iap's token list wrapped in {mine['wrapped_rounds']} rounds,"
-                               " so some of its requests were cache hits")
-                elif need is None:
-                    verdict = f"{'met' if rps > 1 and cpu > 1 else 'missed'} by the medians, too few rounds to judge"
-                elif both >= need:
-                    verdict = "met"
-                elif behind >= need:
-                    verdict = "missed"
-                else:
-                    verdict = f"inconclusive (a sign test at 10% needs {need} of {len(by_rps)} rounds one way)"
-                what = label + (", with identity headers and the token stripped, as caddy-iap" if name == SECURITY_SAME_WORK
-                                else "")
-                t.append(f"ahead of {name.split(',')[0]} ({what}): {rps:.2f}× its req/s and {cpu:.2f}× less CPU per"
-                         f" request (medians of {len(by_rps)} rounds' ratios; {mine['rps']:,.0f} vs {pr['rps']:,.0f}"
-                         f" req/s, {mine['cpu_us_per_req']:.0f} vs {pr['cpu_us_per_req']:.0f} µs in the median"
-                         f" rounds); ahead by both in {both} of {len(by_rps)} rounds, behind by both in {behind} —"
-                         f" {verdict}" + gc_context(mine, pr))
+            line = ahead_line(label, mine, rows.get(name))
+            if line:
+                t.append(line)
+    same = {r["name"]: r for r in (ctx.get("same_memory") or {}).get("rows", [])}
+    if same:
+        budget = " ".join(f"{k}={v}" for k, v in ctx["same_memory"]["env"].items())
+        for name in ("caddy-jwt, hot RS256 token", "caddy-security, hot RS256 token", SECURITY_SAME_WORK):
+            line = ahead_line(f"hot RS256, every proxy with {budget}", same.get("caddy-iap, hot RS256 token (cache hits)"),
+                              same.get(name), section="Same Go memory budget for every proxy")
+            if line:
+                t.append(line)
     cg = {r["name"]: r for r in ctx.get("callgrind") or []}
     if cg and cg.get("caddy-iap, hot RS256 token (cache hits)", {}).get("sha256_per_request") is not None:
         base = ctx["callgrind"][0]["per_request"]
@@ -1207,7 +1284,8 @@ def write_doc(path: Path, ctx: dict) -> None:
     if ctx.get("loadavg"):
         L.append(f"- load average (1 min) at start / after the wrk rows / at the end: {ctx['loadavg']}"
                  " (anything above ~1 is load from outside this benchmark on a 2-CPU machine)")
-    L.append("- every proxy logs at WARN (no per-request access or module log lines)")
+    L.append("- every proxy logs at WARN (no per-request access or module log lines) and runs with"
+             " `GODEBUG=gctrace=1` (a line per collection, on stderr)")
     L.append("- the numbers are noisy when anything else runs on the machine; the ratios come from rows"
              " measured one after another in the same run\n")
 
@@ -1241,16 +1319,44 @@ def write_doc(path: Path, ctx: dict) -> None:
     if gc_rows:
         L.append("## Go allocation and collection\n")
         L.append("The same runs, from each proxy's Go runtime counters (Caddy's admin `/metrics`, read before and"
-                 " after the measured run; medians over rounds). Go collects once its heap has grown by GOGC (100%)"
+                 " after the measured run; medians over rounds) and from the collector's own trace (every proxy"
+                 " runs with `GODEBUG=gctrace=1`, which prints one line per collection with the CPU it took:"
+                 " stop-the-world phases, assists, background and idle marking; summed over the measured run)."
+                 " Go collects once its heap has grown by GOGC (100%)"
                  " of what was live after the last collection, so how often a proxy collects depends on its live"
                  " heap as much as on what it allocates. caddy-iap keeps its token cache and keys in the Rust"
                  " engine's memory, outside the Go heap; a proxy that holds more Go heap collects less often for"
-                 " the same garbage, and each collection's fixed costs are spread over more requests.\n")
-        L.append("| row | Go heap allocated per request (B) | GC cycles per 10,000 requests | Go heap in use after the run (MB) |")
-        L.append("| --- | ---: | ---: | ---: |")
-        for r in gc_rows:
-            L.append(f"| {r['name']} | {r['go_alloc_b_per_req']:,.0f} | {r['gc_per_10k_req']:.1f} |"
-                     f" {r['go_heap_inuse_mb']:.1f} |")
+                 " the same garbage, and each collection's cost, which here hardly depends on the heap's size,"
+                 " is spread over more requests. \"CPU outside the collector\" is the median round's CPU per"
+                 " request less the collector's: the work of serving the request itself.\n")
+        render_go_table(L, gc_rows)
+
+    sm = ctx.get("same_memory")
+    if sm and sm.get("rows"):
+        budget = " ".join(f"{k}={v}" for k, v in sm["env"].items())
+        L.append("## Same Go memory budget for every proxy\n")
+        L.append(f"The hot-token rows once more, in {ctx.get('rounds', '?')} rounds of their own, every proxy started"
+                 f" with `{budget}` (and gctrace) instead of Go's default `GOGC=100`. By default Go lets a"
+                 " process's heap grow to twice what was live after the last collection, so a proxy that keeps"
+                 " more Go heap live gets more room between collections, and collects less often for more garbage"
+                 " (see Go allocation and collection). With a memory limit and GOGC off, every proxy collects when"
+                 " its Go runtime's memory reaches the same limit: the same memory, spent however each proxy"
+                 " spends it. The limit is above the heap the hot caddy-security rows reach by default, so no"
+                 " proxy gets less room than by default. It is a supported production setting (Go's GC guide;"
+                 " Caddy itself sets GOMEMLIMIT from a container's memory limit), not caddy-iap's default. The"
+                 " ratios are taken round by round against the plain Caddy run of the same round, as above.\n")
+        L.append("| row | req/s | × plain | CPU µs/req | × plain (CPU) | GC cycles per 10,000 requests |"
+                 " collector CPU µs/req | CPU outside the collector µs/req | Go heap in use MB | peak RSS MB |"
+                 " CPU µs/req, every round |")
+        L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+        for r in sm["rows"]:
+            gc_cpu = r.get(GC_CPU_KEY)
+            L.append(f"| {r['name']} | {r['rps']:,.0f} | {r.get('x_plain_rps', 1):.2f} | {r['cpu_us_per_req']:.1f} |"
+                     f" {r.get('x_plain_cpu', 1):.2f} | {r.get('gc_per_10k_req', float('nan')):.1f} |"
+                     f" {'—' if gc_cpu is None else f'{gc_cpu:.1f}'} |"
+                     f" {'—' if gc_cpu is None else f'{outside_gc(r):.1f}'} |"
+                     f" {r.get('go_heap_inuse_mb', float('nan')):.1f} | {r['hwm_mb']:.1f} |"
+                     f" {' / '.join(f'{c:g}' for c in r.get('rounds_cpu', []))} |")
         L.append("")
 
     for key in ("fixed", "fixed_h2load"):
@@ -1413,7 +1519,7 @@ def main() -> None:
     ap.add_argument("--kid-cooldown", type=int, default=3)
     ap.add_argument("--peer-src", default=os.environ.get("CADDY_JWT_SRC", ""),
                     help="a checkout of ggicci/caddy-jwt v1.1.1 (the module proxy does not serve it)")
-    ap.add_argument("--skip", default="", help="comma list of: peers,fixed,callgrind,memory,flood,criterion")
+    ap.add_argument("--skip", default="", help="comma list of: peers,same-memory,fixed,callgrind,memory,flood,criterion")
     ap.add_argument("--callgrind-requests", type=int, default=3000,
                     help="requests counted per row under callgrind (after 300 uncounted)")
     ap.add_argument("--criterion-read", action="store_true",
@@ -1510,15 +1616,15 @@ def main() -> None:
     ctx["configs"]["upstream"] = '\trespond "ok" 200'
 
     def run(name: str, binary: Path, site: str, global_extra: str = "", check: str | None = "RS256",
-            **kw) -> dict | None:
-        srv = Server(work, re.sub(r"\W+", "-", name).strip("-"), binary, site, global_extra)
+            env: dict[str, str] | None = None, into: list | None = None, **kw) -> dict | None:
+        srv = Server(work, re.sub(r"\W+", "-", name).strip("-"), binary, site, global_extra, env={**GCTRACE, **(env or {})})
         ctx["configs"][name] = (global_extra + "\n" if global_extra else "") + site
         try:
             srv.start()
             if check:
                 check_auth(srv, hot[check], forged[check])
             r = bench.row(name, srv, **kw)
-            ctx["rows"].append(r)
+            (ctx["rows"] if into is None else into).append(r)
             return r
         except Exception as e:  # noqa: BLE001 - reported in the doc, never a made-up number
             print(f"  {name}: FAILED {e}", flush=True)
@@ -1526,6 +1632,19 @@ def main() -> None:
             return None
         finally:
             srv.stop()
+
+    def rounds(order: list[tuple[str, Path, str, dict]], into: list | None = None,
+               env: dict[str, str] | None = None) -> None:
+        """Every row once per round; every other round backwards, so a drift of this shared
+        machine during a round favours no row."""
+        for rnd in range(args.rounds):
+            print(f" round {rnd + 1}/{args.rounds}", flush=True)
+            for name, binary, site, kw in (order if rnd % 2 == 0 else order[::-1]):
+                r = run(name, binary, site, env=env, into=into, **kw)
+                if r is not None:
+                    r["round"] = rnd
+                elif name == order[0][0]:
+                    raise SystemExit("plain Caddy row failed; nothing to compare against")
 
     try:
         print("wrk rows:", flush=True)
@@ -1574,18 +1693,19 @@ def main() -> None:
         # closest to the ceiling are the easiest to blur), then the rest; every other round runs
         # backwards, so a drift of this shared machine during a round favours no row.
         run_order = sorted(rows, key=lambda x: ("hot" not in x[0] and x[0] != rows[0][0]))
-        for rnd in range(args.rounds):
-            print(f" round {rnd + 1}/{args.rounds}", flush=True)
-            for name, binary, site, kw in (run_order if rnd % 2 == 0 else run_order[::-1]):
-                r = run(name, binary, site, **kw)
-                if r is not None:
-                    r["round"] = rnd
-                elif name == rows[0][0]:
-                    raise SystemExit("plain Caddy row failed; nothing to compare against")
-
+        rounds(run_order)
         ctx["rows"] = median_rounds(ctx["rows"], [x[0] for x in rows])
         plain = ctx["rows"][0]
         ctx["loadavg"] += " / " + loadavg()
+        if "same-memory" not in skip and len(peers) > 0:
+            # The hot-token rows again, every proxy with the same Go memory budget instead of
+            # GOGC's "twice the live heap", which hands a proxy that keeps more heap live more
+            # room before each collection (see the section's text).
+            print(f"same memory budget ({SAME_MEMORY_ENV}):", flush=True)
+            same = [x for x in rows if x[0] == rows[0][0] or ("hot RS256 token" in x[0] and "minting" not in x[0])]
+            ctx["same_memory"] = {"env": SAME_MEMORY_ENV, "rows": []}
+            rounds(same, into=ctx["same_memory"]["rows"], env=SAME_MEMORY_ENV)
+            ctx["same_memory"]["rows"] = median_rounds(ctx["same_memory"]["rows"], [x[0] for x in same])
         if "fixed" not in skip:
             rate = max(1, int(plain["rps"] / 2))
             d = max(3.0, args.duration)
@@ -1729,7 +1849,7 @@ def main() -> None:
     print(f"wrote {out}")
     for f in work.glob("*256-*.txt"):  # the token files (tens of MB); logs and results.json stay
         f.unlink()
-    bad = [r["name"] for r in ctx["rows"] if not r["ok"]]
+    bad = [r["name"] for r in ctx["rows"] + (ctx.get("same_memory") or {}).get("rows", []) if not r["ok"]]
     if bad:
         print("rows with errors: " + ", ".join(bad), file=sys.stderr)
         sys.exit(1)
