@@ -441,15 +441,15 @@ class Bench:
         cpu0 = proc_cpu_seconds(server.pid)
         res = self.wrk(server.url, measured, self.args.duration)
         cpu1 = proc_cpu_seconds(server.pid)
+        trace1 = server.output.stat().st_size
         go1 = go_runtime_metrics(server)
         if go0 and go1 and res["requests"]:
             n = res["requests"]
             res["go_alloc_b_per_req"] = (go1["go_memstats_alloc_bytes_total"] - go0["go_memstats_alloc_bytes_total"]) / n
             res["gc_per_10k_req"] = (go1["go_gc_duration_seconds_count"] - go0["go_gc_duration_seconds_count"]) / n * 1e4
             res["go_heap_inuse_mb"] = go1["go_memstats_heap_inuse_bytes"] / 1e6
-        gc_ms = gctrace_cpu_ms(server.output, trace0)
-        if gc_ms is not None and res["requests"]:
-            res["gc_cpu_us_per_req"] = gc_ms * 1e3 / res["requests"]
+        if "gctrace=1" in server.env.get("GODEBUG", "") and res["requests"]:
+            res[GC_CPU_KEY] = gctrace_cpu_ms(server.output, trace0, trace1) * 1e3 / res["requests"]
         if grab is not None:
             grab.join()
             if prof.get("decide_s") is not None:
@@ -457,6 +457,8 @@ class Bench:
         res.update(name=name, cpu_us_per_req=(cpu1 - cpu0) / max(1, res["requests"]) * 1e6,
                    cpu_s=cpu1 - cpu0, hwm_mb=proc_status_kb(server.pid, "VmHWM") / 1024,
                    n_tokens=n_tokens)
+        if res.get(GC_CPU_KEY) is not None:
+            res[OUTSIDE_GC_KEY] = res["cpu_us_per_req"] - res[GC_CPU_KEY]
         res["ok"] = res["bad"] == 0 and res["socket_errors"] == 0 and res["non2xx"] == 0
         res["wrapped"] = bool(n_tokens and res["requests"] > n_tokens)
         print(f"  {name}: {res['rps']:.0f} req/s p50 {res['p50_ms']:.3f} ms p99 {res['p99_ms']:.3f} ms "
@@ -469,25 +471,26 @@ class Bench:
 GO_METRICS = ("go_memstats_alloc_bytes_total", "go_gc_duration_seconds_count", "go_memstats_heap_inuse_bytes")
 # What Bench.row derives from them for each measured run.
 GO_ROW_KEYS = ("go_alloc_b_per_req", "gc_per_10k_req", "go_heap_inuse_mb")
-# ... and from the collector's own trace (results from before it lack this one).
-GC_CPU_KEY = "gc_cpu_us_per_req"
+# ... and from the collector's own trace (results from before it lack these): its CPU per
+# request, and the run's CPU per request less it, round by round.
+GC_CPU_KEY, OUTSIDE_GC_KEY = "gc_cpu_us_per_req", "outside_gc_us_per_req"
 # Every proxy in a wrk row prints a line per collection with the CPU that collection took.
 GCTRACE = {"GODEBUG": "gctrace=1"}
-_GC_LINE = re.compile(r"^gc \d+ @\S+ \S+: \S+ ms clock, ([\d.]+)\+([\d.]+)/([\d.]+)/([\d.]+)\+([\d.]+) ms cpu", re.M)
+# "gc 12 @1.234s 3%: 0.011+1.2+0.003 ms clock, 0.011+0.5/1.1/0.2+0.003 ms cpu, 4->4->2 MB, ..."
+# (a note in parentheses may stand before the colon).
+_GC_LINE = re.compile(r"^gc \d+ @\S+ \d+%[^:\n]*: \S+ ms clock, "
+                      r"([\d.]+)\+([\d.]+)/([\d.]+)/([\d.]+)\+([\d.]+) ms cpu", re.M)
 
 
-def gctrace_cpu_ms(output: Path, offset: int) -> float | None:
-    """CPU milliseconds of the collections Go's gctrace reported after byte `offset` of a
+def gctrace_cpu_ms(output: Path, start: int, end: int) -> float:
+    """CPU milliseconds of the collections Go's gctrace reported in bytes [start, end) of a
     process's output: the stop-the-world phases plus the mark work of assists, the dedicated
-    background worker and idle time (`a+b/c/d+e ms cpu`). None when no line was printed (no
-    GODEBUG=gctrace=1, or no collection)."""
+    background worker and idle time (`a+b/c/d+e ms cpu`); 0 when none ran. Sweeping, write
+    barriers and the allocator's slow paths are not in it: they are charged to the requests."""
     with open(output, "rb") as f:
-        f.seek(offset)
-        text = f.read().decode(errors="replace")
-    cycles = _GC_LINE.findall(text)
-    if not cycles:
-        return None
-    return sum(float(x) for c in cycles for x in c)
+        f.seek(start)
+        text = f.read(max(0, end - start)).decode(errors="replace")
+    return sum(float(x) for c in _GC_LINE.findall(text) for x in c)
 
 
 def go_runtime_metrics(server: Server) -> dict | None:
@@ -575,9 +578,9 @@ def jwt_site_jwk(upstream: str, url: str) -> str:
 
 
 # The Go memory budget of the "same memory" section, the same for every proxy: collections come
-# when the whole Go runtime's memory reaches the limit, not when the heap has doubled. 64 MiB is
-# above the heap caddy-security's default settings let it reach (≈38 MB in the hot rows), so no
-# proxy gets less room than by default.
+# when the Go runtime's memory (heap, stacks, its own) reaches the limit, not when the heap has
+# doubled. 64 MiB leaves room above the heap goal caddy-security's default settings give it in
+# the hot rows (≈38 MB by gctrace), so no proxy gets less room than by default.
 SAME_MEMORY_ENV = {"GOGC": "off", "GOMEMLIMIT": "64MiB"}
 
 # caddy-security doing what caddy-iap does for an allowed request (see security_global).
@@ -637,7 +640,7 @@ def median_rounds(results: list[dict], order: list[str]) -> list[dict]:
         if decide:
             med["decide_us_per_req"] = decide[(len(decide) - 1) // 2]
             med["rounds_decide"] = [round(d, 1) for d in decide]
-        for key in (*GO_ROW_KEYS, GC_CPU_KEY):
+        for key in (*GO_ROW_KEYS, GC_CPU_KEY, OUTSIDE_GC_KEY):
             vals = [r[key] for r in runs if r.get(key) is not None]
             if vals:
                 med[key] = median(vals)
@@ -996,15 +999,21 @@ def module_version(binary: Path, module: str) -> str:
 
 def render_go_table(L: list[str], rows: list[dict]) -> None:
     """Go allocation and collection per row; with the collector's CPU when gctrace gave it."""
-    traced = all(r.get(GC_CPU_KEY) is not None for r in rows)
+    traced = any(r.get(GC_CPU_KEY) is not None for r in rows)
     L.append("| row | Go heap allocated per request (B) | GC cycles per 10,000 requests | Go heap in use after the run (MB) |"
              + (" collector CPU µs/req (gctrace) | CPU outside the collector µs/req |" if traced else ""))
     L.append("| --- | ---: | ---: | ---: |" + (" ---: | ---: |" if traced else ""))
     for r in rows:
         L.append(f"| {r['name']} | {r['go_alloc_b_per_req']:,.0f} | {r['gc_per_10k_req']:.1f} |"
-                 f" {r['go_heap_inuse_mb']:.1f} |"
-                 + (f" {r[GC_CPU_KEY]:.1f} | {outside_gc(r):.1f} |" if traced else ""))
+                 f" {r['go_heap_inuse_mb']:.1f} |" + (f" {gc_cells(r)} |" if traced else ""))
     L.append("")
+
+
+def gc_cells(r: dict) -> str:
+    """The collector's CPU and the CPU outside it, per request, as two table cells."""
+    if r.get(GC_CPU_KEY) is None:
+        return "— | —"
+    return f"{r[GC_CPU_KEY]:.1f} | {outside_gc(r):.1f}"
 
 
 def fmt_row(r: dict) -> str:
@@ -1134,9 +1143,10 @@ def gc_context(mine: dict, peer: dict, section: str = "Go allocation and collect
 
 
 def outside_gc(r: dict) -> float:
-    """CPU per request spent outside Go's collector (the median round's CPU less the median of
-    the rounds' collector CPU, both per request)."""
-    return r["cpu_us_per_req"] - r[GC_CPU_KEY]
+    """CPU per request spent outside Go's collector: the median over rounds of each round's CPU
+    less its collector's (results from before that was kept per round: the median round's CPU
+    less the median collector CPU)."""
+    return r.get(OUTSIDE_GC_KEY, r["cpu_us_per_req"] - r[GC_CPU_KEY])
 
 
 def ahead_line(label: str, mine: dict | None, pr: dict | None,
@@ -1318,21 +1328,27 @@ def write_doc(path: Path, ctx: dict) -> None:
     gc_rows = [r for r in ctx["rows"] if all(r.get(k) is not None for k in GO_ROW_KEYS)]
     if gc_rows:
         L.append("## Go allocation and collection\n")
+        traced = any(r.get(GC_CPU_KEY) is not None for r in gc_rows)
         L.append("The same runs, from each proxy's Go runtime counters (Caddy's admin `/metrics`, read before and"
-                 " after the measured run; medians over rounds) and from the collector's own trace (every proxy"
-                 " runs with `GODEBUG=gctrace=1`, which prints one line per collection with the CPU it took:"
-                 " stop-the-world phases, assists, background and idle marking; summed over the measured run)."
-                 " Go collects once its heap has grown by GOGC (100%)"
+                 " after the measured run; medians over rounds)"
+                 + (" and from the collector's own trace (every wrk row's proxy runs with `GODEBUG=gctrace=1`,"
+                    " which prints one line per collection with the CPU it took: stop-the-world phases, assists,"
+                    " background and idle marking; summed over the measured run)" if traced else "")
+                 + ". Go collects once its heap has grown by GOGC (100%)"
                  " of what was live after the last collection, so how often a proxy collects depends on its live"
                  " heap as much as on what it allocates. caddy-iap keeps its token cache and keys in the Rust"
                  " engine's memory, outside the Go heap; a proxy that holds more Go heap collects less often for"
-                 " the same garbage, and each collection's cost, which here hardly depends on the heap's size,"
-                 " is spread over more requests. \"CPU outside the collector\" is the median round's CPU per"
-                 " request less the collector's: the work of serving the request itself.\n")
+                 " the same garbage. A collection's cost grows with the live heap, but for the hot-token rows"
+                 " (≈4 to ≈18 MB live by gctrace) it stays within 2–3.5 ms of CPU, so there the number of"
+                 " collections is what counts."
+                 + (" \"CPU outside the collector\" is, round by round, the run's CPU per request less the"
+                    " collector's; it still holds what gctrace does not count (sweeping, write barriers, the"
+                    " allocator's slow paths), which grows with what a proxy allocates." if traced else "")
+                 + "\n")
         render_go_table(L, gc_rows)
 
     sm = ctx.get("same_memory")
-    if sm and sm.get("rows"):
+    if sm and (sm.get("rows") or sm.get("errors")):
         budget = " ".join(f"{k}={v}" for k, v in sm["env"].items())
         L.append("## Same Go memory budget for every proxy\n")
         L.append(f"The hot-token rows once more, in {ctx.get('rounds', '?')} rounds of their own, every proxy started"
@@ -1340,23 +1356,25 @@ def write_doc(path: Path, ctx: dict) -> None:
                  " process's heap grow to twice what was live after the last collection, so a proxy that keeps"
                  " more Go heap live gets more room between collections, and collects less often for more garbage"
                  " (see Go allocation and collection). With a memory limit and GOGC off, every proxy collects when"
-                 " its Go runtime's memory reaches the same limit: the same memory, spent however each proxy"
-                 " spends it. The limit is above the heap the hot caddy-security rows reach by default, so no"
-                 " proxy gets less room than by default. It is a supported production setting (Go's GC guide;"
+                 " its Go runtime's memory (heap, stacks and the runtime's own) reaches the same limit: the same Go"
+                 " memory, spent however each proxy spends it. caddy-iap's engine keeps its memory outside Go, so"
+                 " outside the limit: peak RSS, the whole process, is the column to compare. The limit is above"
+                 " the Go heap the hot caddy-security rows reach by default (≈38 MB), so no proxy gets less room"
+                 " than by default. It is a supported production setting (Go's GC guide;"
                  " Caddy itself sets GOMEMLIMIT from a container's memory limit), not caddy-iap's default. The"
                  " ratios are taken round by round against the plain Caddy run of the same round, as above.\n")
         L.append("| row | req/s | × plain | CPU µs/req | × plain (CPU) | GC cycles per 10,000 requests |"
                  " collector CPU µs/req | CPU outside the collector µs/req | Go heap in use MB | peak RSS MB |"
                  " CPU µs/req, every round |")
         L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-        for r in sm["rows"]:
-            gc_cpu = r.get(GC_CPU_KEY)
-            L.append(f"| {r['name']} | {r['rps']:,.0f} | {r.get('x_plain_rps', 1):.2f} | {r['cpu_us_per_req']:.1f} |"
-                     f" {r.get('x_plain_cpu', 1):.2f} | {r.get('gc_per_10k_req', float('nan')):.1f} |"
-                     f" {'—' if gc_cpu is None else f'{gc_cpu:.1f}'} |"
-                     f" {'—' if gc_cpu is None else f'{outside_gc(r):.1f}'} |"
+        for r in sm.get("rows", []):
+            flag = "" if r["ok"] else f" **ERRORS: {r['bad']} non-200 ({r['statuses']}), {r['socket_errors']} socket**"
+            L.append(f"| {r['name']}{flag} | {r['rps']:,.0f} | {r.get('x_plain_rps', 1):.2f} | {r['cpu_us_per_req']:.1f} |"
+                     f" {r.get('x_plain_cpu', 1):.2f} | {r.get('gc_per_10k_req', float('nan')):.1f} | {gc_cells(r)} |"
                      f" {r.get('go_heap_inuse_mb', float('nan')):.1f} | {r['hwm_mb']:.1f} |"
                      f" {' / '.join(f'{c:g}' for c in r.get('rounds_cpu', []))} |")
+        for name, err in sm.get("errors", []):
+            L.append(f"| {name} | **not measured: {err}** | | | | | | | | | |")
         L.append("")
 
     for key in ("fixed", "fixed_h2load"):
@@ -1616,7 +1634,8 @@ def main() -> None:
     ctx["configs"]["upstream"] = '\trespond "ok" 200'
 
     def run(name: str, binary: Path, site: str, global_extra: str = "", check: str | None = "RS256",
-            env: dict[str, str] | None = None, into: list | None = None, **kw) -> dict | None:
+            env: dict[str, str] | None = None, into: list | None = None, errors: list | None = None,
+            **kw) -> dict | None:
         srv = Server(work, re.sub(r"\W+", "-", name).strip("-"), binary, site, global_extra, env={**GCTRACE, **(env or {})})
         ctx["configs"][name] = (global_extra + "\n" if global_extra else "") + site
         try:
@@ -1628,23 +1647,25 @@ def main() -> None:
             return r
         except Exception as e:  # noqa: BLE001 - reported in the doc, never a made-up number
             print(f"  {name}: FAILED {e}", flush=True)
-            ctx["row_errors"].append((name, str(e).splitlines()[0][:300]))
+            (ctx["row_errors"] if errors is None else errors).append((name, str(e).splitlines()[0][:300]))
             return None
         finally:
             srv.stop()
 
     def rounds(order: list[tuple[str, Path, str, dict]], into: list | None = None,
-               env: dict[str, str] | None = None) -> None:
+               env: dict[str, str] | None = None, errors: list | None = None) -> bool:
         """Every row once per round; every other round backwards, so a drift of this shared
-        machine during a round favours no row."""
+        machine during a round favours no row. False if the ceiling (the first row) failed:
+        nothing is left to compare against."""
         for rnd in range(args.rounds):
             print(f" round {rnd + 1}/{args.rounds}", flush=True)
             for name, binary, site, kw in (order if rnd % 2 == 0 else order[::-1]):
-                r = run(name, binary, site, env=env, into=into, **kw)
+                r = run(name, binary, site, env=env, into=into, errors=errors, **kw)
                 if r is not None:
                     r["round"] = rnd
                 elif name == order[0][0]:
-                    raise SystemExit("plain Caddy row failed; nothing to compare against")
+                    return False
+        return True
 
     try:
         print("wrk rows:", flush=True)
@@ -1693,7 +1714,8 @@ def main() -> None:
         # closest to the ceiling are the easiest to blur), then the rest; every other round runs
         # backwards, so a drift of this shared machine during a round favours no row.
         run_order = sorted(rows, key=lambda x: ("hot" not in x[0] and x[0] != rows[0][0]))
-        rounds(run_order)
+        if not rounds(run_order):
+            raise SystemExit("plain Caddy row failed; nothing to compare against")
         ctx["rows"] = median_rounds(ctx["rows"], [x[0] for x in rows])
         plain = ctx["rows"][0]
         ctx["loadavg"] += " / " + loadavg()
@@ -1702,10 +1724,15 @@ def main() -> None:
             # GOGC's "twice the live heap", which hands a proxy that keeps more heap live more
             # room before each collection (see the section's text).
             print(f"same memory budget ({SAME_MEMORY_ENV}):", flush=True)
-            same = [x for x in rows if x[0] == rows[0][0] or ("hot RS256 token" in x[0] and "minting" not in x[0])]
-            ctx["same_memory"] = {"env": SAME_MEMORY_ENV, "rows": []}
-            rounds(same, into=ctx["same_memory"]["rows"], env=SAME_MEMORY_ENV)
-            ctx["same_memory"]["rows"] = median_rounds(ctx["same_memory"]["rows"], [x[0] for x in same])
+            # No Go CPU profile here (the default rows have it for the engine's share).
+            same = [(n, b, site, {k: v for k, v in kw.items() if k != "profile"}) for n, b, site, kw in rows
+                    if n == rows[0][0] or ("hot RS256 token" in n and "minting" not in n)]
+            sm = ctx["same_memory"] = {"env": SAME_MEMORY_ENV, "rows": [], "errors": []}
+            if rounds(same, into=sm["rows"], env=SAME_MEMORY_ENV, errors=sm["errors"]):
+                sm["rows"] = median_rounds(sm["rows"], [x[0] for x in same])
+            else:
+                sm["rows"] = []
+                sm["errors"].append((rows[0][0], "failed, so the section has nothing to compare against"))
         if "fixed" not in skip:
             rate = max(1, int(plain["rps"] / 2))
             d = max(3.0, args.duration)

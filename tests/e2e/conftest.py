@@ -144,6 +144,8 @@ def caddy(tmp_path, upstream, request):
     yield make
     for inst in started:
         inst.stop()
+    for inst in started:
+        inst.check_after_stop()
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,7 +33,6 @@ from iaplib import (
     browser_client,
     indent,
     register_logs,
-    send,
     sign_in,
     wait_for,
 )
@@ -54,8 +53,8 @@ class Site:
 
     def get(self, path: str, cookies: dict | None = None, headers: dict | None = None, **kw) -> requests.Response:
         h = {"Accept": "text/html"} | (headers or {})
-        return send("GET", self.url + path, resend_dropped=self.caddy.reloads > 0, headers=h,
-                    cookies=cookies, verify=False, allow_redirects=False, timeout=15, **kw)
+        return self.caddy.send("GET", self.url + path, headers=h, cookies=cookies, verify=False,
+                               allow_redirects=False, timeout=15, **kw)
 
     def caddyfile(self, login_extra: str = "") -> str:
         c = self.caddy
@@ -114,7 +113,12 @@ def make_site(workdir: Path, upstream, idp_factory, request, storage: Path | Non
     caddy.url = url
     register_logs(request, caddy.caddyfile, caddy.stdout_path, caddy.log_path)
     caddy.start()
-    request.addfinalizer(caddy.stop)
+
+    def stop():
+        caddy.stop()
+        caddy.check_after_stop()
+
+    request.addfinalizer(stop)
     # Caddy listens before its internal CA has issued the site's certificate.
     wait_for(lambda: requests.get(url, verify=False, timeout=2) is not None, 30,
              what=f"a TLS handshake with {url}")
