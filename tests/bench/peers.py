@@ -1016,8 +1016,13 @@ def gc_cells(r: dict) -> str:
     return f"{r[GC_CPU_KEY]:.1f} | {outside_gc(r):.1f}"
 
 
+def error_flag(r: dict) -> str:
+    """What a row's name carries in a table when its run saw errors."""
+    return "" if r["ok"] else f" **ERRORS: {r['bad']} non-200 ({r['statuses']}), {r['socket_errors']} socket**"
+
+
 def fmt_row(r: dict) -> str:
-    flag = "" if r["ok"] else f" **ERRORS: {r['bad']} non-200 ({r['statuses']}), {r['socket_errors']} socket**"
+    flag = error_flag(r)
     wrap = f" (tokens wrapped: {r['requests']} requests over {r['n_tokens']} tokens)" if r["wrapped"] else ""
     return (f"| {r['name']}{flag}{wrap} | {r['rps']:,.0f} | {r['x_plain_rps']:.2f} | {r['p50_ms'] * 1000:,.0f} | "
             f"{r['p99_ms'] * 1000:,.0f} | {r['cpu_us_per_req']:.1f} | {r['x_plain_cpu']:.2f} |"
@@ -1368,8 +1373,7 @@ def write_doc(path: Path, ctx: dict) -> None:
                  " CPU µs/req, every round |")
         L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
         for r in sm.get("rows", []):
-            flag = "" if r["ok"] else f" **ERRORS: {r['bad']} non-200 ({r['statuses']}), {r['socket_errors']} socket**"
-            L.append(f"| {r['name']}{flag} | {r['rps']:,.0f} | {r.get('x_plain_rps', 1):.2f} | {r['cpu_us_per_req']:.1f} |"
+            L.append(f"| {r['name']}{error_flag(r)} | {r['rps']:,.0f} | {r.get('x_plain_rps', 1):.2f} | {r['cpu_us_per_req']:.1f} |"
                      f" {r.get('x_plain_cpu', 1):.2f} | {r.get('gc_per_10k_req', float('nan')):.1f} | {gc_cells(r)} |"
                      f" {r.get('go_heap_inuse_mb', float('nan')):.1f} | {r['hwm_mb']:.1f} |"
                      f" {' / '.join(f'{c:g}' for c in r.get('rounds_cpu', []))} |")
