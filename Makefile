@@ -28,7 +28,7 @@ CGO_ENV = CGO_ENABLED=1 CGO_CFLAGS="-O2 -g -DIAP_LIB_STAMP=$(LIB_STAMP)"
 RUST_SOURCES := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock
 GO_SOURCES := $(shell find go-module -name '*.go' -o -name go.mod -o -name go.sum)
 
-.PHONY: all caddy lib header header-check run test lint test-rust test-go test-e2e fuzz leakcheck bench bench-peers bench-miss-profile bench-postgres bench-cosmos soak clean
+.PHONY: all caddy lib header header-check run test lint test-rust test-go test-e2e fuzz leakcheck bench bench-peers bench-miss-profile bench-hit-profile bench-postgres bench-cosmos soak clean
 
 all: caddy
 
@@ -116,6 +116,12 @@ bench-miss-profile: bin/caddy-symbols
 	@command -v perf >/dev/null || { echo "perf is missing: apt-get install -y linux-perf" >&2; exit 1; }
 	bash tests/run-e2e.sh --collect-only -q >/dev/null  # installs the test venv
 	tests/.venv/bin/python tests/bench/miss_profile.py --caddy bin/caddy-symbols $(BENCH_ARGS)
+
+# Where a cache hit's added CPU goes against plain Caddy inside the running proxy (perf).
+bench-hit-profile: bin/caddy-symbols
+	@command -v perf >/dev/null || { echo "perf is missing: apt-get install -y linux-perf" >&2; exit 1; }
+	bash tests/run-e2e.sh --collect-only -q >/dev/null  # installs the test venv
+	tests/.venv/bin/python tests/bench/hit_profile.py --caddy bin/caddy-symbols $(BENCH_ARGS)
 
 # bin/caddy with symbols, for profiles (perf, callgrind) that name functions: xcaddy strips
 # unless its go build flags are given.

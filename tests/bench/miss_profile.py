@@ -19,6 +19,7 @@ import argparse
 import re
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -47,6 +48,18 @@ def group(sym: str) -> str:
     if "." in sym or "/" in sym or sym.startswith(GO_C_PREFIXES) or sym.endswith("body"):
         return "other"
     return "crypto"
+
+
+def record(pid: int, data: Path, hz: int) -> subprocess.Popen:
+    """perf sampling process `pid` into `data` until sent SIGINT. It takes a moment to attach to
+    every thread of a large binary (the first time, over a second), so this waits before the load
+    it is to see starts."""
+    # No build-ids: xcaddy builds of different code can carry the same GNU build-id, and perf
+    # would then symbolize with whichever of them its ~/.debug cache saw first.
+    rec = subprocess.Popen(["perf", "record", "--no-buildid", "--no-buildid-cache", "-F", str(hz),
+                            "-o", str(data), "-p", str(pid)], stderr=subprocess.DEVNULL)
+    time.sleep(2)
+    return rec
 
 
 def samples(data: Path) -> list[tuple[int, str]]:
@@ -91,10 +104,7 @@ def main() -> None:
         for name, tokens in (("hot", hot), ("distinct", distinct)):
             bench.wrk(srv.url, hot, 1)  # warm the process, never the measured tokens
             data = work / f"perf-{name}.data"
-            # No build-ids: xcaddy builds of different code can carry the same GNU build-id, and
-            # perf would then symbolize with whichever of them its ~/.debug cache saw first.
-            rec = subprocess.Popen(["perf", "record", "--no-buildid", "--no-buildid-cache", "-F", str(HZ),
-                                    "-o", str(data), "-p", str(srv.pid)], stderr=subprocess.DEVNULL)
+            rec = record(srv.pid, data, HZ)
             r = bench.wrk(srv.url, tokens, args.duration)
             rec.send_signal(2)
             if r["bad"]:
