@@ -16,12 +16,11 @@ import argparse
 import collections
 import statistics
 import sys
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from miss_profile import group, record, samples  # noqa: E402
-from peers import CADDY, LOAD_CPU, Bench, Keys, Server, iap_site, make_tokens  # noqa: E402
+from miss_profile import group, record, samples, setup  # noqa: E402
+from peers import CADDY, LOAD_CPU, Server, iap_site, make_tokens  # noqa: E402
 
 HZ = 4000
 
@@ -70,14 +69,7 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--top", type=int, default=30, help="symbols listed by their difference")
     args = ap.parse_args()
-    work = Path(f"/tmp/iap-hit-profile-{uuid.uuid4().hex[:6]}")
-    work.mkdir(parents=True)
-    keys = Keys(work)
-
-    class WrkArgs:
-        threads, connections, duration = 1, 32, args.duration
-
-    bench = Bench(WrkArgs, work)
+    work, keys, bench = setup("iap-hit-profile", args.duration)
     hot = work / "hot.txt"
     hot.write_text(make_tokens(keys, "RS256", 1, "hot")[0] + "\n")
     up = Server(work, "upstream", CADDY, '\trespond "ok" 200', cpu=LOAD_CPU).start()

@@ -50,6 +50,14 @@ def group(sym: str) -> str:
     return "crypto"
 
 
+def setup(name: str, duration: int) -> tuple[Path, Keys, Bench]:
+    """A fresh work directory under /tmp, signing keys in it, and wrk as peers.py runs it (one
+    thread, 32 connections) for `duration` seconds."""
+    work = Path(f"/tmp/{name}-{uuid.uuid4().hex[:6]}")
+    work.mkdir(parents=True)
+    return work, Keys(work), Bench(argparse.Namespace(threads=1, connections=32, duration=duration), work)
+
+
 def record(pid: int, data: Path, hz: int) -> subprocess.Popen:
     """perf sampling process `pid` into `data` until sent SIGINT. It takes a moment to attach to
     every thread of a large binary (the first time, over a second), so this waits before the load
@@ -84,14 +92,7 @@ def main() -> None:
     ap.add_argument("--caddy", default=str(CADDY), help="a bin/caddy with symbols")
     ap.add_argument("--duration", type=int, default=8)
     args = ap.parse_args()
-    work = Path(f"/tmp/iap-miss-profile-{uuid.uuid4().hex[:6]}")
-    work.mkdir(parents=True)
-    keys = Keys(work)
-
-    class WrkArgs:
-        threads, connections, duration = 1, 32, args.duration
-
-    bench = Bench(WrkArgs, work)
+    work, keys, bench = setup("iap-miss-profile", args.duration)
     up = Server(work, "upstream", CADDY, '\trespond "ok" 200', cpu=LOAD_CPU).start()
     srv = Server(work, "iap", Path(args.caddy), iap_site(f"127.0.0.1:{up.port}", keys)).start()
     try:
