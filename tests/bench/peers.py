@@ -1818,7 +1818,7 @@ def main() -> None:
                             if not fixed_valid(res):
                                 # The generator, not the proxy, set this pair's latency: the section
                                 # cannot be judged, and more pairs would only take time.
-                                print(f"  {tool} missed the rate: no more pairs", flush=True)
+                                print(f"  {tool} missed the rate or had errors: no more pairs", flush=True)
                                 break
                     finally:
                         fixed_up.stop()
